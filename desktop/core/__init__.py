@@ -1,0 +1,1 @@
+"""Qt-free core: state, staging, registries and the runtime supervisor."""
