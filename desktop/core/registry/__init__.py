@@ -1,0 +1,55 @@
+"""Registry clients: where releases come from (an npm-protocol registry or a TUF feed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from packaging.version import Version
+
+from desktop.core.download import Cancel, Integrity, Progress
+
+
+@dataclass(frozen=True)
+class Release:
+    """One published runtime version a registry offers."""
+
+    version: Version
+    url: str
+    integrity: Integrity | None
+    size: int | None = None
+    channel: str = "latest"
+    requires_shell: str | None = None
+    notes: str = ""
+    rollout: float = 100.0
+    published: str = ""
+    extra: dict[str, object] = field(default_factory=dict, compare=False)
+
+    @property
+    def artefact_key(self) -> str:
+        """Identity of the published bytes: a different digest is a different artefact."""
+        return self.integrity.sri if self.integrity else self.url
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What one check of a registry returned."""
+
+    releases: tuple[Release, ...]
+    not_modified: bool = False
+    bytes_received: int = 0
+
+
+class Registry(Protocol):
+    """The narrow interface the updater needs from any registry."""
+
+    def list_releases(self, channel: str) -> Listing:
+        """Releases offered on `channel`, newest first (a conditional request where possible)."""
+
+    def download(self, release: Release, dest: Path, *, progress: Progress | None = None,
+                 cancel: Cancel | None = None) -> None:
+        """Fetch the release archive into `dest`, verified (digest, size, signature)."""
+
+    def close(self) -> None:
+        """Release network resources."""
