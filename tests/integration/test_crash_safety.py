@@ -1,0 +1,135 @@
+"""kill -9 at many points of a real `desktop update`, and concurrent updaters."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from packaging.version import Version
+
+from desktop.core.config import AppConfig, load_config
+from desktop.core.stager import StageOutcome, verify_staged
+from desktop.core.state import read_pointer
+from desktop.core.updater import update
+from tests.integration.conftest import PACKAGE
+from tests.support.server import LoopbackServer
+
+KILL_POINTS = 100
+
+
+def _many_files(seed: int, count: int) -> dict[str, bytes]:
+    rng = random.Random(seed)
+    files = {}
+    for i in range(count):
+        size = rng.choice([200, 2_000, 20_000, 60_000])
+        files[f"lib/pkg{i % 7}/mod{i}.dat"] = rng.randbytes(size)
+    return files
+
+
+def _observe(config: AppConfig) -> str:
+    """Classify the on-disk state after a kill, and check the invariant."""
+    pointer = read_pointer(config.data.pointer_file)
+    assert pointer is not None, "the pointer must never disappear"
+    assert pointer.version in (Version("1.1.0"), Version("1.2.0"))
+    assert verify_staged(config, pointer.version), f"pointer names an incomplete version {pointer.version}"
+    versions = config.data.versions_dir
+    names = {p.name for p in versions.iterdir()}
+    if pointer.version == Version("1.2.0"):
+        return "pointer-moved"
+    if "1.2.0" in names:
+        return "renamed-not-pointed"
+    if any(n.endswith(".partial") for n in names):
+        return "partial-dir"
+    if any(config.data.downloads_dir.iterdir()):
+        return "downloading"
+    return "nothing-yet"
+
+
+def _cli(data: Path, url: str) -> list[str]:
+    return [sys.executable, "-m", "desktop", "update", "--data-dir", str(data), "--registry", url,
+            "--registry-kind", "npm", "--json"]
+
+
+def test_kill_9_at_100_points_never_breaks_the_pointer(
+        server: LoopbackServer, publish: Callable[..., Path], tmp_path: Path) -> None:
+    url = f"{server.url}/{PACKAGE}"
+    base = tmp_path / "base"
+    publish("1.1.0")
+    base_config = load_config(data_dir=base, registry=url, registry_kind="npm")
+    assert update(base_config).outcome is StageOutcome.STAGED
+    archive = publish("1.2.0", extra_files=_many_files(1, 400))
+    tarball = f"/{PACKAGE}/-/{PACKAGE}-1.2.0.tgz"
+    throttle = {"chunk": 128 * 1024, "delay": 0.02}
+    assert archive.stat().st_size > 1_000_000
+
+    # One uninterrupted run tells how long an update takes here.
+    timing_dir = tmp_path / "timing"
+    shutil.copytree(base, timing_dir)
+    server.fault(tarball, "slow", **throttle)
+    started = time.monotonic()
+    done = subprocess.run(_cli(timing_dir, url), capture_output=True, text=True, timeout=120, check=False)
+    duration = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["outcome"] == "staged"
+
+    states: Counter[str] = Counter()
+    rng = random.Random(20261125)
+    for i in range(KILL_POINTS):
+        data = tmp_path / f"kill-{i}"
+        shutil.copytree(base, data)
+        server.fault(tarball, "slow", **throttle)
+        proc = subprocess.Popen(_cli(data, url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Spread the kill points over the whole run, jittered within each slot.
+        time.sleep(duration * (i + rng.random()) / KILL_POINTS)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        config = load_config(data_dir=data, registry=url, registry_kind="npm")
+        states[_observe(config)] += 1
+        server.clear_faults()
+        result = update(config)
+        assert result.outcome in (StageOutcome.STAGED, StageOutcome.ALREADY_STAGED, StageOutcome.UP_TO_DATE)
+        pointer = read_pointer(config.data.pointer_file)
+        assert pointer is not None and pointer.version == Version("1.2.0")
+        assert verify_staged(config, Version("1.2.0"))
+        leftovers = [p.name for p in config.data.versions_dir.iterdir() if not p.name[0].isdigit()
+                     or p.name.endswith(".partial")]
+        assert leftovers == []
+        assert list(config.data.downloads_dir.iterdir()) == []
+        shutil.rmtree(data)
+    print(f"kill points: {KILL_POINTS}, states observed: {dict(states)}")
+    assert sum(states.values()) == KILL_POINTS
+    # The kills must really land in different phases of the update, not all before or after it.
+    assert len(states) >= 3, states
+    assert states["downloading"] + states["partial-dir"] >= 10, states
+
+
+def test_four_concurrent_updates_agree(server: LoopbackServer, publish: Callable[..., Path],
+                                       data_dir: Path) -> None:
+    url = f"{server.url}/{PACKAGE}"
+    publish("1.2.0", extra_files=_many_files(2, 100))
+    tarball = f"/{PACKAGE}/-/{PACKAGE}-1.2.0.tgz"
+    server.fault(tarball, "slow", chunk=64 * 1024, delay=0.01)
+    procs = [subprocess.Popen(_cli(data_dir, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outcomes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outcomes.append(json.loads(out)["outcome"])
+    assert outcomes.count("staged") == 1, outcomes
+    assert set(outcomes) <= {"staged", "busy", "already-staged", "up-to-date"}
+    downloads = [r for r in server.requests if r.path == tarball]
+    assert len(downloads) == 1, "nothing re-downloaded needlessly"
+    config = load_config(data_dir=data_dir, registry=url, registry_kind="npm")
+    pointer = read_pointer(config.data.pointer_file)
+    assert pointer is not None and pointer.version == Version("1.2.0")
+    assert sorted(os.listdir(config.data.versions_dir)) == ["1.2.0"]
