@@ -148,7 +148,8 @@ class FeedRepository:
                 "version": str(manifest.version),
                 "channel": channel,
                 "requires_shell": manifest.requires_shell,
-                "rollout": rollout,
+                # Canonical JSON (what TUF signs) has no floats.
+                "rollout": int(rollout) if float(rollout).is_integer() else f"{rollout:g}",
                 "notes": notes,
                 "published": published_at or _now().isoformat(),
             }

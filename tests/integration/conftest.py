@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from desktop.core.pack import pack_directory
 
 from desktop.core.config import AppConfig, load_config
+from desktop.core.pack import pack_directory
 from desktop.devtools import derive_runtime
 from tests.support.server import LoopbackServer
 

@@ -224,7 +224,6 @@ def test_host_gate_refuses_incompatible_release(server: LoopbackServer, publish:
 def test_missing_entry_is_refused(server: LoopbackServer, publish: Publish, npm_config: Config,
                                   build_release: Publish, tmp_path: Path) -> None:
     from desktop.core.pack import pack_directory
-
     from desktop.devtools import derive_runtime
     src = derive_runtime(tmp_path / "noentry", "1.1.0")
     (src / "app" / "main.py").unlink()
