@@ -37,11 +37,16 @@ Attacks refused (``UnsafeArchiveError``, naming the member), and why:
   capped (``ExtractLimits``). Declared sizes are checked up front where the format gives
   them, but the bytes actually written are what is counted, chunk by chunk (1 MiB), so a
   lying header cannot fill the disk: extraction stops before writing past the limit.
+  Metadata that libraries would load whole into memory is bounded first: tar pax / GNU
+  long-name headers (1 MiB each), the decompressed tar stream as a whole, and the zip
+  entry count and central-directory size (read from the end record before zipfile parses
+  the central directory).
 * Corrupt, truncated or undecodable archives raise ``UnsafeArchiveError`` with a one-line
   message, never a raw tarfile/zipfile/py7zr exception. Gzip streams are decoded with
-  ``gzip.GzipFile`` (so the CRC and length trailer are verified and truncation is
-  detected, which tarfile's own ``r|gz`` stream does not do) and read by tarfile in
-  streaming mode ``r|``; data after the tar end-of-archive marker must be zero padding.
+  ``gzip.GzipFile`` and read by tarfile in streaming mode ``r|``: tarfile's own ``r|gz``
+  checks neither the gzip CRC nor the length trailer, so a truncated or altered stream
+  would go unnoticed. tarfile also stops silently at a header it cannot parse, so what
+  follows the end-of-archive marker must be zero padding.
 * Defence in depth: once the tree is in its final place (after stripping a wrapping
   directory, which changes what ``..`` in a link means), a final walk resolves every
   symlink and refuses the archive (removing ``dest``) if any of them points outside
@@ -442,13 +447,12 @@ class _FileSink:
         view = memoryview(data)
         for start in range(0, len(view), CHUNK):
             piece = view[start : start + CHUNK]
+            n_piece = len(piece)
             self.tree.check_cancel()
-            self.tree.account(self.name, self.size, len(piece))
+            self.tree.account(self.name, self.size, n_piece)  # refused before it reaches the disk
             with _fs():
                 while piece:
-                    n = os.write(self.fd, piece)
-                    piece = piece[n:]
-            n_piece = min(CHUNK, len(view) - start)
+                    piece = piece[os.write(self.fd, piece) :]
             self.size += n_piece
             self.tree.written(n_piece)
 
@@ -498,8 +502,8 @@ class _BoundedTarInfo(tarfile.TarInfo):
 class _CappedReader:
     """The decompressed tar stream, refused once it is far larger than the limits allow.
 
-    Member data is counted exactly by the writers; this also bounds what tarfile reads and
-    discards (data of non-file members, headers), so a decompression bomb costs bounded CPU.
+    Member data is counted exactly by the writers; this also bounds what is decompressed
+    around it (headers, padding, whatever tarfile skips), so any gzip bomb costs bounded CPU.
     """
 
     def __init__(self, src: gzip.GzipFile, cap: int) -> None:
@@ -672,7 +676,7 @@ class _Planned:
     executable: bool
 
 
-class _SevenZipFile(py7zr.Py7zIO):
+class _SevenZipFileWriter(py7zr.Py7zIO):
     """Receives one regular member's bytes from py7zr and writes them through a _FileSink."""
 
     def __init__(self, sink: _FileSink) -> None:
@@ -701,7 +705,7 @@ class _SevenZipFile(py7zr.Py7zIO):
         self._sink.finish()
 
 
-class _SevenZipLink(py7zr.Py7zIO):
+class _SevenZipLinkWriter(py7zr.Py7zIO):
     """Collects a symlink member's target from py7zr and creates the checked link on close."""
 
     def __init__(self, tree: _Tree, entry: _Planned) -> None:
@@ -754,8 +758,8 @@ class _SevenZipWriters(py7zr.WriterFactory):
         if entry is None:
             raise UnsafeArchiveError(f"7z decoder produced an unexpected member {_show(filename)}")
         if entry.kind == "symlink":
-            return _SevenZipLink(self._tree, entry)
-        return _SevenZipFile(self._tree.open_file(entry.parts, entry.name, entry.executable))
+            return _SevenZipLinkWriter(self._tree, entry)
+        return _SevenZipFileWriter(self._tree.open_file(entry.parts, entry.name, entry.executable))
 
     def missing(self) -> list[str]:
         return [e.name for e in self._plan.values()]
