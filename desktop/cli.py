@@ -86,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--rotate-root", metavar="NEW_KEY",
                          help="hand every role to NEW_KEY (a new root signed by both keys)")
     run = add("run", cmd_run, "start the app (the default command)")
-    run.add_argument("--startup-timeout", type=float, default=None, metavar="SECONDS")
+    demo = add("demo", cmd_demo, "start the app on a local demo feed: update, restart, crash, fall back")
+    for command in (run, demo):
+        command.add_argument("--startup-timeout", type=float, default=None, metavar="SECONDS")
+        command.add_argument("--headless", action="store_true", help="no window: run the runtime in the foreground")
+        command.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window at exit")
+        command.add_argument("--exit-after", type=float, metavar="SECONDS", help="quit after SECONDS")
+    demo.add_argument("--check-interval", type=float, default=20.0, metavar="SECONDS")
     add("rollback", cmd_rollback, "pointer back to the previous known-good or bundled runtime")
     return parser
 
@@ -94,8 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="desktop: %(levelname)s: %(message)s", stream=sys.stderr)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    stderr.setFormatter(logging.Formatter("desktop: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[stderr])
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         # `desktop` alone is what a double-click runs.
@@ -358,8 +366,55 @@ def cmd_publish(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
-    args.until_ready = False
-    return cmd_launch(args, config)
+    if args.headless:
+        args.until_ready = False
+        return cmd_launch(args, config)
+    from pathlib import Path
+
+    from desktop.ui.app import run_gui
+
+    code = run_gui(config, screenshot=Path(args.screenshot) if args.screenshot else None,
+                   exit_after_s=args.exit_after)
+    if code:
+        raise CommandFailed(f"the app exited with code {code}")
+    return {"_quiet": True}
+
+
+def cmd_demo(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
+    """A local signed feed with a good and a crashing release, and the app pointed at it."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    import platformdirs
+
+    from desktop.core.paths import DataDir
+    from desktop.demo import DemoFeed
+
+    root = Path(args.data_dir) if args.data_dir else Path(
+        platformdirs.user_data_dir("desktop-shell", appauthor=False)) / "demo"
+    feed = DemoFeed(root / "publisher").start(fresh=True)
+    data = DataDir(root / "data")
+    if data.root.exists():
+        import shutil
+
+        shutil.rmtree(data.root)
+    feed.publish_good()
+    settings = replace(config.settings, check_interval_s=args.check_interval, auto_update=True)
+    demo_config = replace(config, data=data, registry_url=feed.url, registry_kind="feed",
+                          public_key=feed.public_key, channel="stable", settings=settings)
+    if args.startup_timeout is not None:
+        demo_config = replace(demo_config, startup_timeout=args.startup_timeout)
+    print(f"desktop: demo feed at {feed.url} (data in {data.root})", file=sys.stderr)
+    if args.headless:
+        feed.stop()
+        raise CommandFailed("the demo needs the window; run it without --headless")
+    from desktop.ui.app import run_gui
+
+    code = run_gui(demo_config, demo=feed, initial_delay_s=3.0,
+                   screenshot=Path(args.screenshot) if args.screenshot else None, exit_after_s=args.exit_after)
+    if code:
+        raise CommandFailed(f"the app exited with code {code}")
+    return {"_quiet": True}
 
 
 def cmd_rollback(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:

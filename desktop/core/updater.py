@@ -12,7 +12,7 @@ from packaging.version import Version
 
 from desktop.core.config import AppConfig
 from desktop.core.download import Cancel, Fetcher
-from desktop.core.errors import DesktopError, NetworkError, TransientError, TrustError, UsageError
+from desktop.core.errors import CancelledError, DesktopError, NetworkError, TransientError, TrustError, UsageError
 from desktop.core.failures import FailureMemory
 from desktop.core.registry import Registry, Release
 from desktop.core.selection import resolve_target
@@ -138,6 +138,9 @@ def update(config: AppConfig, *, progress: StageProgress | None = None, cancel: 
             return UpdateResult(StageOutcome.UP_TO_DATE, result.current, result)
         try:
             staged: StageResult = stage(config, reg, release, progress=progress, cancel=cancel)
+        except CancelledError as exc:
+            # Quitting mid-download is nobody's failure: nothing is pinned or counted.
+            return UpdateResult(StageOutcome.FAILED, release.version, result, exc)
         except DesktopError as exc:
             pinned = memory.record(release.version, release.artefact_key, exc)
             log.warning("staging %s failed%s: %s", release.version, " (pinned)" if pinned else "", exc)

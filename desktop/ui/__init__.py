@@ -1,0 +1,1 @@
+"""The PySide6 shell: a thin layer over desktop.core."""
