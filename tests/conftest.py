@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# No test may reach the feed URL shipped in resources/config.json: anything that does not name
+# its own registry gets a closed loopback port (offline).
+os.environ["DESKTOP_REGISTRY"] = "http://127.0.0.1:9/feed/"
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NATIVE_BUILD_SCRIPT = REPO_ROOT / "resources" / "native-src" / "build.py"

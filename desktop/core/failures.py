@@ -10,7 +10,8 @@ from typing import Any
 
 from packaging.version import Version
 
-from desktop.core.errors import DesktopError, DigestMismatchError, InvalidReleaseError
+from desktop import __version__
+from desktop.core.errors import DesktopError, DigestMismatchError, HostGateError, InvalidReleaseError
 from desktop.core.state import atomic_write_json, read_json_object
 from desktop.core.versions import parse_version
 
@@ -34,6 +35,7 @@ class PinnedFailure:
     artefact: str
     reason: str
     time: float
+    shell: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,17 @@ class FailureMemory:
             version = parse_version(key)
             if version is None or not isinstance(value, dict):
                 continue
+            shell = value.get("shell")
             result[version] = PinnedFailure(version, str(value.get("artefact", "")),
-                                            str(value.get("reason", "")), float(value.get("time", 0) or 0))
+                                            str(value.get("reason", "")), float(value.get("time", 0) or 0),
+                                            shell if isinstance(shell, str) else None)
         return result
 
     def is_pinned(self, version: Version, artefact: str) -> bool:
         entry = self.pinned().get(version)
-        return entry is not None and entry.artefact == artefact
+        if entry is None or entry.artefact != artefact:
+            return False
+        return entry.shell is None or entry.shell == __version__
 
     def transient(self) -> TransientState | None:
         raw = self._load().get("transient")
@@ -93,7 +99,9 @@ class FailureMemory:
                 pin = mismatches[key] >= MISMATCHES_TO_PIN
         if pin and version is not None:
             state.setdefault("pinned", {})[str(version)] = {
-                "artefact": artefact, "reason": str(error), "time": now}
+                "artefact": artefact, "reason": str(error), "time": now,
+                # A host-gate refusal depends on this shell: a newer shell tries the release again.
+                "shell": __version__ if isinstance(error, HostGateError) else None}
         else:
             raw = state.get("transient")
             previous: dict[str, Any] = raw if isinstance(raw, dict) else {}
