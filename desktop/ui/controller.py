@@ -49,6 +49,7 @@ class ShellController(QObject):
         self.cancel = threading.Event()
         self.checking = False
         self.staged: dict[str, Any] | None = None
+        self.release: dict[str, Any] | None = None  # the newest release seen: version, notes, staged
         self.update_kind = "idle"
         self.update_text = "Not checked yet"
         self.notifications: list[tuple[str, str]] = []
@@ -137,7 +138,8 @@ class ShellController(QObject):
         else:  # a plain check (automatic updates off)
             if result.available is not None:
                 release = result.available
-                self.release_changed.emit({"version": str(release.version), "notes": release.notes, "staged": False})
+                self.release = {"version": str(release.version), "notes": release.notes, "staged": False}
+                self.release_changed.emit(self.release)
                 self._set_update("available", f"Update {release.version} available")
             else:
                 self._set_update("idle", "Up to date")
@@ -150,6 +152,7 @@ class ShellController(QObject):
                 and (self.running is None or result.version > self.running.target.version):
             notes = result.check.available.notes if result.check and result.check.available else ""
             self.staged = {"version": str(result.version), "notes": notes, "staged": True}
+            self.release = self.staged
             self.release_changed.emit(self.staged)
             self._set_update("staged", f"Update {result.version} ready — restart to update")
             self.progress_changed.emit(100)

@@ -97,18 +97,29 @@ class UpdateDialog(QDialog):
             self.progress.setValue(pct)
 
     def _on_release(self, release: dict[str, Any]) -> None:
-        self.available.setText(str(release.get("version", "—")))
-        self.notes.setPlainText(str(release.get("notes") or "No release notes."))
+        self.refresh()
 
     def refresh(self) -> None:
         controller = self.controller
         self.current.setText(controller.current_version())
         self.state.setText(controller.update_text)
+        release = controller.release
+        bad = controller.bad_versions()
+        if release is None:
+            self.available.setText("—")
+            self.notes.setPlainText("")
+        else:
+            version = str(release.get("version"))
+            suffix = " — marked bad, not used" if version in bad else (" — staged" if release.get("staged") else "")
+            self.available.setText(version + suffix)
+            self.notes.setPlainText(str(release.get("notes") or "No release notes."))
+        self.progress.setVisible(controller.update_kind == "downloading" or self.progress.value() == 100
+                                 and controller.staged is not None)
         self.restart_button.setEnabled(controller.staged is not None)
         self.rollback_button.setEnabled(controller.can_roll_back())
         self.check_button.setEnabled(not controller.checking and bool(controller.config.registry_url))
         self.bad.clear()
-        for version, entry in controller.bad_versions().items():
+        for version, entry in bad.items():
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.time)) if entry.time else ""
             item = QTreeWidgetItem([version, entry.reason, when])
             item.setToolTip(1, "\n".join(entry.stderr_tail) or entry.reason)

@@ -50,9 +50,9 @@ class SingleInstance(QObject):
             connection = self.server.nextPendingConnection()
             # The second instance writes at once after connecting; a short blocking read keeps
             # the socket's lifetime simple (it stays a child of the server, closed right here).
-            if connection.bytesAvailable() or connection.waitForReadyRead(1000):
-                if b"activate" in bytes(connection.readAll().data()):
-                    self.activated.emit()
+            ready = connection.bytesAvailable() > 0 or connection.waitForReadyRead(1000)
+            if ready and b"activate" in bytes(connection.readAll().data()):
+                self.activated.emit()
             connection.close()
 
     def release(self) -> None:

@@ -52,7 +52,7 @@ def shell(qtbot: QtBot, feed: Feed, tmp_path: Path) -> Iterator[Callable[..., tu
         return window, controller
 
     yield make
-    for window, controller in made:
+    for _window, controller in made:
         controller.shutdown()
 
 

@@ -54,7 +54,7 @@ def test_update_found_downloaded_and_applied_by_restart(qtbot: QtBot, shell: She
     assert controller.update_kind == "staged"
     assert "restart to update" in window.update_label.text()
     assert any(0 < p <= 100 for p in progress) and progress[-1] == 100
-    assert dialog.available.text() == "1.1.0" and "notes for 1.1.0" in dialog.notes.toPlainText()
+    assert dialog.available.text() == "1.1.0 — staged" and "notes for 1.1.0" in dialog.notes.toPlainText()
     assert dialog.restart_button.isEnabled() and window.banner.isVisible()
     qtbot.mouseClick(dialog.restart_button, Qt.MouseButton.LeftButton)
     wait_running(qtbot, window, "1.1.0", "staged")
