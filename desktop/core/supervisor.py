@@ -245,6 +245,8 @@ class Supervisor:
                 "source": target.source, "url": running.ready.get("url"), "time": time.time()})
         except StateError as exc:
             log.warning("cannot record the running runtime: %s", exc)
+        log.info("runtime %s (%s) ready at %s after %.2f s", target.version, target.source,
+                 running.ready.get("url"), time.monotonic() - process.started_at)
         generation = self._generation
         threading.Thread(target=self._watch, args=(process, generation), daemon=True,
                          name=f"watch-{process.pid}").start()
