@@ -216,6 +216,21 @@ def _split_name(name: str) -> tuple[str, ...]:
     return parts
 
 
+def link_stays_inside(parts: tuple[str, ...], target: str) -> bool:
+    """Whether a relative link at `parts` pointing to `target` stays inside the tree (lexically)."""
+    stack = list(parts[:-1])
+    for comp in target.split("/"):
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            if not stack:
+                return False
+            stack.pop()
+        else:
+            stack.append(comp)
+    return True
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -369,16 +384,8 @@ class _Tree:
             raise _unsafe(name, "symlink target contains NUL or backslash")
         if target.startswith("/") or _DRIVE.match(target):
             raise _unsafe(name, f"symlink to absolute path {_show(target)}")
-        stack = list(parts[:-1])
-        for comp in target.split("/"):
-            if comp in ("", "."):
-                continue
-            if comp == "..":
-                if not stack:
-                    raise _unsafe(name, f"symlink target {_show(target)} is outside the archive")
-                stack.pop()
-            else:
-                stack.append(comp)
+        if not link_stays_inside(parts, target):
+            raise _unsafe(name, f"symlink target {_show(target)} is outside the archive")
         self._check_parents(parts, name, create=True)
         # Resolve again against the disk, following symlinks extracted so far.
         resolved = os.path.realpath(os.path.join(self.path(parts[:-1]), target))
@@ -676,15 +683,8 @@ class _Planned:
     executable: bool
 
 
-class _SevenZipFileWriter(py7zr.Py7zIO):
-    """Receives one regular member's bytes from py7zr and writes them through a _FileSink."""
-
-    def __init__(self, sink: _FileSink) -> None:
-        self._sink = sink
-
-    def write(self, s: bytes | bytearray) -> int:
-        self._sink.write(s)
-        return len(s)
+class _WriteOnlyIO(py7zr.Py7zIO):
+    """What py7zr needs from a sink it only writes to."""
 
     def read(self, size: int | None = None) -> bytes:
         return b""
@@ -698,6 +698,17 @@ class _SevenZipFileWriter(py7zr.Py7zIO):
     def flush(self) -> None:
         return None
 
+
+class _SevenZipFileWriter(_WriteOnlyIO):
+    """Receives one regular member's bytes from py7zr and writes them through a _FileSink."""
+
+    def __init__(self, sink: _FileSink) -> None:
+        self._sink = sink
+
+    def write(self, s: bytes | bytearray) -> int:
+        self._sink.write(s)
+        return len(s)
+
     def size(self) -> int:
         return self._sink.size
 
@@ -705,7 +716,7 @@ class _SevenZipFileWriter(py7zr.Py7zIO):
         self._sink.finish()
 
 
-class _SevenZipLinkWriter(py7zr.Py7zIO):
+class _SevenZipLinkWriter(_WriteOnlyIO):
     """Collects a symlink member's target from py7zr and creates the checked link on close."""
 
     def __init__(self, tree: _Tree, entry: _Planned) -> None:
@@ -719,18 +730,6 @@ class _SevenZipLinkWriter(py7zr.Py7zIO):
         if len(self._buf) > MAX_LINK_TARGET:
             raise _unsafe(self._entry.name, "symlink target too long")
         return len(s)
-
-    def read(self, size: int | None = None) -> bytes:
-        return b""
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return 0
-
-    def seekable(self) -> bool:
-        return False
-
-    def flush(self) -> None:
-        return None
 
     def size(self) -> int:
         return len(self._buf)

@@ -31,6 +31,7 @@ from typing import IO, Any, Final
 
 import py7zr
 
+from desktop.core.archive import link_stays_inside
 from desktop.core.errors import UnsafeArchiveError
 
 __all__ = ["FORMATS", "pack_directory"]
@@ -112,16 +113,8 @@ def _check_link(root: str, parts: tuple[str, ...], path: str, target: str) -> No
     name = "/".join(parts)
     if not target or target.startswith("/") or "\\" in target or os.path.isabs(target):
         raise UnsafeArchiveError(f"cannot pack symlink {name!r}: absolute or non-portable target {target!r}")
-    stack = list(parts[:-1])
-    for comp in target.split("/"):
-        if comp in ("", "."):
-            continue
-        if comp == "..":
-            if not stack:
-                raise UnsafeArchiveError(f"cannot pack symlink {name!r}: target {target!r} is outside the source")
-            stack.pop()
-        else:
-            stack.append(comp)
+    if not link_stays_inside(parts, target):
+        raise UnsafeArchiveError(f"cannot pack symlink {name!r}: target {target!r} is outside the source")
     resolved = os.path.realpath(path)
     if resolved != root and not resolved.startswith(root.rstrip(os.sep) + os.sep):
         raise UnsafeArchiveError(f"cannot pack symlink {name!r}: target {target!r} resolves outside the source")
