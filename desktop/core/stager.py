@@ -135,6 +135,7 @@ def _stage_locked(config: AppConfig, registry: Registry, release: Release,
     partial = data.partial_dir(version)
     try:
         if not archive.exists():
+            ensure_free_space(data.downloads_dir, release.size or 0, config.net.min_free_bytes)
             registry.download(
                 release, archive, cancel=cancel,
                 progress=(lambda done, total: progress("download", done, total)) if progress else None)

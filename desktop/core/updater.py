@@ -149,10 +149,22 @@ def update(config: AppConfig, *, progress: StageProgress | None = None, cancel: 
         if staged.outcome in (StageOutcome.STAGED, StageOutcome.ALREADY_STAGED):
             memory.record_success()
             record_check(config, "staged", available=str(release.version))
+            _collect_garbage(config)
         return UpdateResult(staged.outcome, staged.version, result, downloaded=staged.downloaded)
     finally:
         if own:
             reg.close()
+
+
+def _collect_garbage(config: AppConfig) -> None:
+    """Old versions go once a new one is staged (never the running, pointer or known-good one)."""
+    from desktop.core.gc import collect
+    from desktop.core.stager import Busy
+
+    try:
+        collect(config)
+    except (Busy, DesktopError, OSError) as exc:
+        log.info("garbage collection skipped: %s", exc or "busy")
 
 
 def record_check(config: AppConfig, result: str, *, available: str | None = None,

@@ -351,6 +351,10 @@ def test_gc_keeps_pointer_and_last_known_good(server: LoopbackServer, publish: P
     for version in ("1.1.0", "1.2.0", "1.3.0", "1.4.0"):
         publish(version)
         assert update(config).outcome is StageOutcome.STAGED
+    # Staging already collected garbage: the pointer's version and one other are left.
+    assert sorted(p.name for p in config.data.versions_dir.iterdir()) == ["1.3.0", "1.4.0"]
+    for old in ("1.1.0", "1.2.0"):
+        shutil.copytree(config.data.version_dir(Version("1.4.0")), config.data.versions_dir / old)
     write_pointer(config.data.pointer_file,
                   Pointer(Version("1.4.0"), known_good=False, last_known_good=Version("1.1.0")))
     (config.data.versions_dir / "1.5.0.partial").mkdir()
