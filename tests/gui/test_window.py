@@ -194,3 +194,29 @@ def test_runtime_page_in_web_view(qtbot: QtBot, shell: Shell, monkeypatch: pytes
         pass
     qtbot.waitUntil(lambda: "Notes" in window.web.title(), timeout=30_000)  # type: ignore[attr-defined]
     assert window.web.url().toString().startswith("http://127.0.0.1:")  # type: ignore[attr-defined]
+
+
+def test_bundled_runtime_failure_shows_error_tail_and_retry(qtbot: QtBot, shell: Shell, feed: Feed,
+                                                           tmp_path: Path) -> None:
+    import shutil
+
+    from desktop.devtools import derive_runtime
+
+    config = feed.config(tmp_path / "data")
+    resources = tmp_path / "resources"
+    shutil.copytree(config.resources, resources, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(resources / "runtime")
+    derive_runtime(resources / "runtime", "1.0.0", simulate="crash-at-start")
+    window, controller = shell(config.with_overrides(resources=resources))
+    failures: list[str] = []
+    controller.runtime_changed.connect(lambda state, info: failures.append(state) if state == "failed" else None)
+    controller.start()
+    qtbot.waitUntil(lambda: window.stack.currentWidget() is window.failed_page, timeout=30_000)
+    assert "bundled runtime 1.0.0 failed to start" in window.error_title.text()
+    assert "simulated crash at start" in window.error_log.toPlainText()
+    assert window.retry_button.isVisible()
+    qtbot.mouseClick(window.retry_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(failures) == 2, timeout=30_000)
+    assert window.stack.currentWidget() is window.failed_page, "no loop: it stays failed until asked again"
+    qtbot.wait(500)
+    assert len(failures) == 2
