@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from desktop import __version__
+from desktop.core import runmode
 from desktop.core.config import REGISTRY_KINDS, AppConfig, load_config
 from desktop.core.errors import DesktopError
 from desktop.core.failures import FailureMemory
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else list(argv)
+    if runmode.requested(args_in):  # the frozen app as `{python}`: see desktop/core/runmode.py
+        return runmode.run_runtime(args_in[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     stderr = logging.StreamHandler(sys.stderr)

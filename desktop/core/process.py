@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from desktop.core.config import AppConfig
 from desktop.core.errors import LaunchError
+from desktop.core.runmode import RUNTIME_MODE_FLAG, restore_library_path
 from desktop.core.selection import LaunchTarget
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,6 @@ STDERR_TAIL = 20
 MAX_READY_LINE = 64 * 1024
 ENV_PASSTHROUGH = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
                    "SYSTEMROOT", "WINDIR", "COMSPEC", "LD_LIBRARY_PATH", "XDG_RUNTIME_DIR")
-RUNTIME_MODE_FLAG = "--run-runtime"
 
 
 def python_command() -> list[str]:
@@ -55,6 +55,9 @@ def build_argv(target: LaunchTarget) -> list[str]:
 def runtime_env(config: AppConfig, target: LaunchTarget) -> dict[str, str]:
     """The runtime's environment: what it needs, not the shell's secrets."""
     env = {k: v for k, v in os.environ.items() if k in ENV_PASSTHROUGH or k.startswith("LC_")}
+    if getattr(sys, "frozen", False):
+        # PyInstaller's bootloader put the bundle first on LD_LIBRARY_PATH: pass the user's on.
+        restore_library_path(env, os.environ)
     native = config.native_root if target.is_bundled else target.directory
     env.update({
         "DESKTOP_RUNTIME_DATA": str(config.data.runtime_data_dir),

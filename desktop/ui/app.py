@@ -34,6 +34,7 @@ def run_gui(config: AppConfig, *, demo: DemoFeed | None = None, initial_delay_s:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("Desktop Shell")
+    app.setDesktopFileName("desktop-shell")  # Wayland app id: matches installer's desktop-shell.desktop
     app.setQuitOnLastWindowClosed(False)
     instance = SingleInstance(config.data.root)
     if not instance.acquire():
