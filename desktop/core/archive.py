@@ -545,6 +545,9 @@ def _extract_tar(archive: Path, tree: _Tree) -> None:
         stream_in = _CappedReader(gz, cap)
         with tarfile.open(fileobj=stream_in, mode="r|", tarinfo=_BoundedTarInfo) as tf:
             for member in tf:
+                # Streaming tarfile keeps every TarInfo it has read: drop them, or memory grows
+                # with the member count (tens of MB for a large runtime).
+                tf.members.clear()
                 name = member.name
                 tree.begin_member()
                 parts = _split_name(name)
