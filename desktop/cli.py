@@ -15,7 +15,6 @@ from desktop.core import runmode
 from desktop.core.config import REGISTRY_KINDS, AppConfig, load_config
 from desktop.core.errors import DesktopError
 from desktop.core.failures import FailureMemory
-from desktop.core.stager import Busy, StageOutcome
 from desktop.core.state import BadVersions, read_pointer
 from desktop.core.versions import parse_version
 
@@ -215,6 +214,7 @@ def cmd_check(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
 
 
 def cmd_update(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
+    from desktop.core.stager import StageOutcome
     from desktop.core.updater import update
 
     progress = ProgressPrinter()
@@ -256,6 +256,7 @@ def cmd_bad(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
 
 def cmd_gc(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
     from desktop.core.gc import collect
+    from desktop.core.stager import Busy
 
     try:
         result = collect(config)
@@ -289,8 +290,9 @@ def cmd_launch(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
             print(f"desktop: {failure.version} failed to start ({failure.outcome.reason}); "
                   f"marked bad, fell back to {failure.fallback.version}", file=sys.stderr)
         if args.until_ready:
-            result["_text"] = json.dumps(running.to_json())
-            return result
+            # Answer as soon as the runtime is ready; stopping it happens after (in `finally`).
+            print(json.dumps(result, sort_keys=True) if args.json else json.dumps(running.to_json()), flush=True)
+            return {"_quiet": True}
         print(json.dumps(result, sort_keys=True) if args.json
               else f"runtime {running.target.version} ({running.target.source}) ready at {running.ready.get('url')}",
               flush=True)

@@ -94,6 +94,7 @@ from py7zr.exceptions import DecompressionBombError
 from py7zr.py7zr import ArchiveFile
 
 from desktop.core.errors import CancelledError, DesktopError, DiskSpaceError, UnsafeArchiveError
+from desktop.core.limits import ExtractLimits
 
 __all__ = ["DEFAULT_LIMITS", "ExtractLimits", "detect_format", "safe_extract"]
 
@@ -113,15 +114,6 @@ _DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 _NAME_ERRORS: Final = frozenset({errno.ENAMETOOLONG, errno.EILSEQ})
 _O_NOFOLLOW: Final[int] = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC: Final[int] = getattr(os, "O_CLOEXEC", 0)
-
-
-@dataclass(frozen=True)
-class ExtractLimits:
-    """Caps that make an archive bomb fail instead of filling the disk."""
-
-    max_members: int = 100_000
-    max_total_bytes: int = 4 * 1024**3  # actual bytes written, not declared sizes
-    max_member_bytes: int = 2 * 1024**3
 
 
 DEFAULT_LIMITS: Final = ExtractLimits()
@@ -547,7 +539,7 @@ def _extract_tar(archive: Path, tree: _Tree) -> None:
             for member in tf:
                 # Streaming tarfile keeps every TarInfo it has read: drop them, or memory grows
                 # with the member count (tens of MB for a large runtime).
-                tf.members.clear()
+                tf.members.clear()  # type: ignore[attr-defined]
                 name = member.name
                 tree.begin_member()
                 parts = _split_name(name)

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from desktop import __version__
-from desktop.core.archive import ExtractLimits
-from desktop.core.download import NetConfig
 from desktop.core.errors import UsageError
+from desktop.core.limits import ExtractLimits, NetConfig
 from desktop.core.paths import DataDir, default_data_dir, resources_dir
 from desktop.core.state import atomic_write_json, read_json_object
 

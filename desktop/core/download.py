@@ -32,6 +32,7 @@ from desktop.core.errors import (
     RegistryError,
     UsageError,
 )
+from desktop.core.limits import NetConfig
 from desktop.core.state import atomic_write_json, read_json_object
 
 log = logging.getLogger(__name__)
@@ -42,17 +43,6 @@ Cancel = Callable[[], bool]
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 5
 _SRI_ORDER = ("sha512", "sha384", "sha256", "sha1")
-
-
-@dataclass(frozen=True)
-class NetConfig:
-    """Timeouts and caps for every request."""
-
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
-    max_document_bytes: int = 16 * 1024 * 1024
-    max_download_bytes: int = 4 * 1024 * 1024 * 1024
-    min_free_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
