@@ -1,0 +1,39 @@
+"""bench/run.py --quick still runs end to end and reports every measurement, so it cannot rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+REQUIRED = ("stage_vs_curl_tar", "stage_vs_pacote", "peak_rss_mb", "check_bytes_up_to_date", "launch_overhead_s")
+# Measurements of the shell itself: null here means the shell (or the benchmark) broke.
+OWN = ("peak_rss_mb", "check_bytes_up_to_date", "launch_overhead_s", "verify_ms_largest")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def test_bench_quick_reports_every_measurement(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--json", str(out), "--workdir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["mode"] == "quick"
+    for key in REQUIRED:
+        assert key in data, f"{key} missing"
+        if data[key] is None:
+            reason = data.get(f"{key}_reason")
+            assert isinstance(reason, str) and reason, f"{key} is null without a reason"
+        else:
+            assert _is_number(data[key]), f"{key} = {data[key]!r} is not a number"
+    for key in OWN:
+        assert _is_number(data.get(key)), f"{key}: {data.get(f'{key}_reason')}"
+    assert _is_number(data["stage"]["ours_s"]), "desktop update itself was not timed"
+    assert data["check_round_trips_up_to_date"] == 1
+    assert data["table"], "no table rows"
