@@ -249,6 +249,9 @@ class _Tree:
         self.total = 0
         self._reported = 0
         self.open_fds: set[int] = set()
+        # Directories already known to be real directories made by this extraction. Nothing
+        # here ever replaces a directory, so they stay that way and need no second lstat.
+        self._known_dirs: set[tuple[str, ...]] = set()
 
     # -- bookkeeping
 
@@ -314,20 +317,25 @@ class _Tree:
     def _check_parents(self, parts: tuple[str, ...], name: str, *, create: bool) -> None:
         """Every parent of `parts` must be a real directory (never a symlink); create missing ones."""
         for i in range(1, len(parts)):
-            p = self.path(parts[:i])
+            key = parts[:i]
+            if key in self._known_dirs:
+                continue
+            p = self.path(key)
             with _fs():
                 try:
                     st = os.lstat(p)
                 except FileNotFoundError:
                     if not create:
-                        raise _unsafe(name, f"parent {_show('/'.join(parts[:i]))} does not exist") from None
+                        raise _unsafe(name, f"parent {_show('/'.join(key))} does not exist") from None
                     os.mkdir(p, 0o755)
                     os.chmod(p, 0o755)
+                    self._known_dirs.add(key)
                     continue
             if stat.S_ISLNK(st.st_mode):
-                raise _unsafe(name, f"parent {_show('/'.join(parts[:i]))} is a symlink")
+                raise _unsafe(name, f"parent {_show('/'.join(key))} is a symlink")
             if not stat.S_ISDIR(st.st_mode):
-                raise _unsafe(name, f"parent {_show('/'.join(parts[:i]))} is not a directory")
+                raise _unsafe(name, f"parent {_show('/'.join(key))} is not a directory")
+            self._known_dirs.add(key)
 
     def _clear(self, parts: tuple[str, ...], name: str) -> None:
         """Make room for a non-directory member: remove an earlier file or symlink (never follow it)."""
@@ -352,18 +360,25 @@ class _Tree:
             except FileNotFoundError:
                 os.mkdir(p, 0o755)
                 os.chmod(p, 0o755)
+                self._known_dirs.add(parts)
                 return
         if not stat.S_ISDIR(st.st_mode):
             raise _unsafe(name, "directory would replace a file or symlink")
+        self._known_dirs.add(parts)
 
     def open_file(self, parts: tuple[str, ...], name: str, executable: bool) -> _FileSink:
         if not parts:
             raise _unsafe(name, "name resolves to the archive root")
         self._check_parents(parts, name, create=True)
-        self._clear(parts, name)
         path = self.path(parts)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
         with _fs():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
+            try:
+                # O_EXCL never follows or reuses what is there; only a duplicate member gets here twice.
+                fd = os.open(path, flags, 0o600)
+            except FileExistsError:
+                self._clear(parts, name)
+                fd = os.open(path, flags, 0o600)
         self.open_fds.add(fd)
         return _FileSink(self, fd, path, name, 0o755 if executable else 0o644)
 
@@ -855,15 +870,14 @@ def _final_check(root: str) -> None:
     for dirpath, dirnames, filenames in os.walk(root, onerror=fail):
         for entry in dirnames + filenames:
             p = os.path.join(dirpath, entry)
-            rel = os.path.relpath(p, root)
             st = os.lstat(p)
             if stat.S_ISLNK(st.st_mode):
                 if not _inside(os.path.realpath(p), root_real):
-                    raise _unsafe(rel, "symlink resolves outside the extracted tree")
+                    raise _unsafe(os.path.relpath(p, root), "symlink resolves outside the extracted tree")
             elif not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
-                raise _unsafe(rel, "special file in the extracted tree")
+                raise _unsafe(os.path.relpath(p, root), "special file in the extracted tree")
             elif st.st_mode & _SETID:
-                raise _unsafe(rel, "setuid/setgid bit in the extracted tree")
+                raise _unsafe(os.path.relpath(p, root), "setuid/setgid bit in the extracted tree")
 
 
 def _publish(staging: str, dest: Path) -> None:
