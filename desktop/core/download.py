@@ -242,44 +242,19 @@ class Fetcher:
             headers["Range"] = f"bytes={have}-"
             headers["If-Range"] = validator
         ensure_free_space(dest.parent, (size or 0) - have, self.config.min_free_bytes)
-        hasher = integrity.hasher() if integrity else None
-        with self.stream(url, headers) as response:
-            if response.status_code == 206 and have and _range_start(response) == have:
-                mode = "ab"
-                if hasher:
-                    _hash_file(part, hasher)
-                log.info("resuming download of %s at %d bytes", url, have)
-            else:
-                mode, have = "wb", 0
-                if hasher and integrity:
-                    hasher = integrity.hasher()
-            declared = _content_length(response)
-            total = have + declared if declared is not None else size
-            if total is not None and total > limit:
-                raise DownloadError(f"{url} is {total} bytes, more than the expected {limit}")
-            new_validator = response.headers.get("etag") or response.headers.get("last-modified")
-            if new_validator:
-                atomic_write_json(meta_path, {"validator": new_validator, "url": url})
-            done = have
-            try:
-                with open(part, mode) as out:
-                    for chunk in _iter_bytes(response, url):
-                        if cancel is not None and cancel():
-                            raise CancelledError("download cancelled")
-                        done += len(chunk)
-                        if done > limit:
-                            raise DownloadError(f"{url} sent more than the expected {limit} bytes")
-                        out.write(chunk)
-                        if hasher:
-                            hasher.update(chunk)
-                        if progress:
-                            progress(done, total)
-                    out.flush()
-                    os.fsync(out.fileno())
-            except OSError as exc:
-                if exc.errno == 28:
-                    raise DiskSpaceError(f"disk full while downloading {url}") from exc
-                raise
+        with self.open(url, headers) as response:
+            restart = response.status_code == 416 and have > 0
+            if not restart:
+                _raise_for_status(response, url)
+                done, total, hasher = self._receive(response, url, part, meta_path, have, limit, size,
+                                                    integrity, progress, cancel)
+        if restart:
+            # The partial file already holds everything (killed just before the rename) or more
+            # than the server has: start over rather than trust it. Without a part there is no
+            # Range header, so this happens at most once.
+            part.unlink(missing_ok=True)
+            meta_path.unlink(missing_ok=True)
+            return self.download(url, dest, size=size, integrity=integrity, progress=progress, cancel=cancel)
         if total is not None and done != total:
             raise DownloadError(f"download of {url} ended after {done} of {total} bytes")
         if size is not None and done != size:
@@ -290,6 +265,47 @@ class Fetcher:
             raise DigestMismatchError(f"{integrity.algorithm} digest of {url} does not match the registry")
         os.replace(part, dest)
         meta_path.unlink(missing_ok=True)
+
+    def _receive(self, response: httpx.Response, url: str, part: Path, meta_path: Path, have: int, limit: int,
+                 size: int | None, integrity: Integrity | None, progress: Progress | None,
+                 cancel: Cancel | None) -> tuple[int, int | None, hashlib._Hash | None]:
+        """Write the body to `part` (appending when the server honoured the Range), hashing it."""
+        hasher = integrity.hasher() if integrity else None
+        if response.status_code == 206 and have and _range_start(response) == have:
+            mode = "ab"
+            if hasher:
+                _hash_file(part, hasher)
+            log.info("resuming download of %s at %d bytes", url, have)
+        else:
+            mode, have = "wb", 0
+        declared = _content_length(response)
+        total = have + declared if declared is not None else size
+        if total is not None and total > limit:
+            raise DownloadError(f"{url} is {total} bytes, more than the expected {limit}")
+        new_validator = response.headers.get("etag") or response.headers.get("last-modified")
+        if new_validator:
+            atomic_write_json(meta_path, {"validator": new_validator, "url": url})
+        done = have
+        try:
+            with open(part, mode) as out:
+                for chunk in _iter_bytes(response, url):
+                    if cancel is not None and cancel():
+                        raise CancelledError("download cancelled")
+                    done += len(chunk)
+                    if done > limit:
+                        raise DownloadError(f"{url} sent more than the expected {limit} bytes")
+                    out.write(chunk)
+                    if hasher:
+                        hasher.update(chunk)
+                    if progress:
+                        progress(done, total)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            if exc.errno == 28:
+                raise DiskSpaceError(f"disk full while downloading {url}") from exc
+            raise
+        return done, total, hasher
 
 
 def _iter_bytes(response: httpx.Response, url: str, raw: bool = True) -> Iterator[bytes]:
