@@ -47,8 +47,8 @@ def _observe(config: AppConfig) -> str:
         return "pointer-moved"
     if "1.2.0" in names:
         return "renamed-not-pointed"
-    if any(n.endswith(".partial") for n in names):
-        return "partial-dir"
+    if any(".partial" in n for n in names):  # versions/<v>.partial or the extractor's temporary sibling
+        return "extracting"
     if any(config.data.downloads_dir.iterdir()):
         return "downloading"
     return "nothing-yet"
@@ -77,7 +77,9 @@ def test_kill_9_at_100_points_never_breaks_the_pointer(
     server.fault(tarball, "slow", **throttle)
     started = time.monotonic()
     done = subprocess.run(_cli(timing_dir, url), capture_output=True, text=True, timeout=120, check=False)
-    duration = time.monotonic() - started
+    # Kill runs share the disk with the recoveries before them and run a little slower: stretch the
+    # window so the last kill points land after the pointer moved, not all before it.
+    duration = (time.monotonic() - started) * 1.3
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["outcome"] == "staged"
 
@@ -109,7 +111,8 @@ def test_kill_9_at_100_points_never_breaks_the_pointer(
     assert sum(states.values()) == KILL_POINTS
     # The kills must really land in different phases of the update, not all before or after it.
     assert len(states) >= 3, states
-    assert states["downloading"] + states["partial-dir"] >= 10, states
+    assert states["downloading"] >= 10 and states["extracting"] + states["renamed-not-pointed"] \
+        + states["pointer-moved"] >= 5, states
 
 
 def test_four_concurrent_updates_agree(server: LoopbackServer, publish: Callable[..., Path],
