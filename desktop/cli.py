@@ -160,7 +160,9 @@ def cmd_status(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
     memory = FailureMemory(config.data.failures_file)
     transient = memory.transient()
     check = last_check(config)
+    running = _running_now(config)
     result: dict[str, Any] = {
+        "running": running,
         "version": str(target.version),
         "source": target.source,
         "reason": target.reason,
@@ -179,6 +181,8 @@ def cmd_status(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
         },
     }
     lines = [f"runtime: {target.version} ({target.source}) — {target.reason}",
+             f"running now: {running['version']} ({running['source']}) at {running.get('url')}" if running
+             else "running now: no shell is running",
              f"pointer: {pointer.version if pointer else 'none'}"
              + (" (known-good)" if pointer and pointer.known_good else ""),
              f"data dir: {config.data.root}"]
@@ -194,6 +198,14 @@ def cmd_status(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
         lines.append(f"retrying after {transient.count} transient failure(s): {transient.last_error}")
     result["_text"] = "\n".join(lines)
     return result
+
+
+def _running_now(config: AppConfig) -> dict[str, Any] | None:
+    """What a live shell process is running right now, if any."""
+    from desktop.core.gc import running_info
+
+    info = running_info(config)
+    return {k: info.get(k) for k in ("version", "source", "pid", "url", "shell_pid")} if info else None
 
 
 def cmd_check(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:

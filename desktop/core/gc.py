@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from packaging.version import Version
 
@@ -22,8 +23,8 @@ class GcResult:
     kept: tuple[str, ...]
 
 
-def running_version(config: AppConfig) -> Version | None:
-    """The staged version a live shell process is running right now, if any."""
+def running_info(config: AppConfig) -> dict[str, Any] | None:
+    """running.json, if the shell process that wrote it is still alive."""
     info = read_json_object(config.data.running_file) or {}
     pid = info.get("shell_pid")
     if not isinstance(pid, int) or pid <= 0:
@@ -34,7 +35,13 @@ def running_version(config: AppConfig) -> Version | None:
         return None
     except PermissionError:
         pass
-    return parse_version(info.get("version"))
+    return info
+
+
+def running_version(config: AppConfig) -> Version | None:
+    """The staged version a live shell process is running right now, if any."""
+    info = running_info(config)
+    return parse_version(info.get("version")) if info else None
 
 
 def collect(config: AppConfig) -> GcResult:

@@ -351,3 +351,18 @@ def test_quitting_during_start_is_not_a_crash(server: LoopbackServer, publish: P
     assert BadVersions(config.data.bad_file).load() == {}
     assert not config.data.attempt_file.exists()
     assert supervisor.state is RuntimeState.STOPPED
+
+
+def test_status_shows_what_a_running_shell_runs(data_dir: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "desktop", "launch", "--json", "--data-dir", str(data_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())
+        status = json.loads(run_cli("status", "--json", "--data-dir", str(data_dir)).stdout)
+        assert status["running"]["pid"] == ready["pid"] and status["running"]["source"] == "bundled"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    status = json.loads(run_cli("status", "--json", "--data-dir", str(data_dir)).stdout)
+    assert status["running"] is None
