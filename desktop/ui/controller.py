@@ -17,7 +17,7 @@ from desktop.core.failures import FailureMemory
 from desktop.core.selection import resolve_target, rollback
 from desktop.core.stager import StageOutcome
 from desktop.core.state import BadVersions, read_pointer
-from desktop.core.supervisor import Running, RuntimeState, Supervisor
+from desktop.core.supervisor import Running, Supervisor
 from desktop.core.updater import UpdateResult, check, update
 from desktop.ui.workers import Jobs, WorkerSignals
 
@@ -97,8 +97,6 @@ class ShellController(QObject):
         log.warning("runtime start failed: %s", error)
 
     def _on_supervisor_event(self, state: str, info: dict[str, Any]) -> None:
-        if state == RuntimeState.RUNNING.value:
-            info = {**info, "version": info.get("version"), "source": info.get("source")}
         self.runtime_changed.emit(state, info)
 
     # -- updates ------------------------------------------------------------------------
