@@ -4,12 +4,39 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from PySide6.QtCore import QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QWidget
 
+from desktop.core.runmode import restore_library_path
+
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def user_library_path() -> Iterator[None]:
+    """While starting outside programs (the browser, the file manager) from the frozen app,
+    give them the user's LD_LIBRARY_PATH, not the bundle's."""
+    if not getattr(sys, "frozen", False):
+        yield
+        return
+    saved = dict(os.environ)
+    restore_library_path(os.environ, saved)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def open_external(url: QUrl) -> bool:
+    """Open `url` with the desktop's default handler."""
+    with user_library_path():
+        return bool(QDesktopServices.openUrl(url))
 
 
 def webengine_available() -> bool:
@@ -46,7 +73,7 @@ def make_view(parent: QWidget | None = None) -> QWidget | None:
                                     is_main_frame: bool) -> bool:
             target = QUrl(url)
             if self.origin.isValid() and not same_origin(target, self.origin):
-                QDesktopServices.openUrl(target)
+                open_external(target)
                 return False
             return True
 

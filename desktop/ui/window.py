@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon
+from PySide6.QtGui import QAction, QCloseEvent, QIcon
 from PySide6.QtWidgets import (
     QApplication,
     QFrame,
@@ -27,7 +27,7 @@ from desktop import __version__
 from desktop.core.supervisor import RuntimeState
 from desktop.ui.controller import ShellController
 from desktop.ui.dialogs import LogsDialog, SettingsDialog, UpdateDialog
-from desktop.ui.webview import make_view
+from desktop.ui.webview import make_view, open_external
 
 STATE_TEXT = {
     RuntimeState.STOPPED.value: "Stopped",
@@ -288,11 +288,11 @@ class MainWindow(QMainWindow):
                 f"({config.registry_kind}, channel {config.channel})")
 
     def _open_data_folder(self) -> None:
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.controller.config.data.root)))
+        open_external(QUrl.fromLocalFile(str(self.controller.config.data.root)))
 
     def _open_in_browser(self) -> None:
         if self.runtime_url:
-            QDesktopServices.openUrl(QUrl(self.runtime_url))
+            open_external(QUrl(self.runtime_url))
 
     def bring_to_front(self) -> None:
         self.show()
