@@ -80,3 +80,12 @@ def _checked_relative(rel: str) -> str:
             or normalized == "." or normalized.split("/")[0] == ".."):
         raise ValueError(f"extra file path {rel!r} must be relative and inside the runtime")
     return normalized
+
+
+def resources_with_broken_bundle(source: Path, dest: Path, simulate: str) -> Path:
+    """A copy of the shell's resources whose bundled runtime misbehaves as `simulate` says."""
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.rmtree(dest / "runtime")
+    manifest = json.loads((source / "runtime" / "runtime.json").read_text())
+    derive_runtime(dest / "runtime", str(manifest["version"]), simulate=simulate, source=source / "runtime")
+    return dest

@@ -198,15 +198,10 @@ def test_runtime_page_in_web_view(qtbot: QtBot, shell: Shell, monkeypatch: pytes
 
 def test_bundled_runtime_failure_shows_error_tail_and_retry(qtbot: QtBot, shell: Shell, feed: Feed,
                                                            tmp_path: Path) -> None:
-    import shutil
-
-    from desktop.devtools import derive_runtime
+    from desktop.devtools import resources_with_broken_bundle
 
     config = feed.config(tmp_path / "data")
-    resources = tmp_path / "resources"
-    shutil.copytree(config.resources, resources, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.rmtree(resources / "runtime")
-    derive_runtime(resources / "runtime", "1.0.0", simulate="crash-at-start")
+    resources = resources_with_broken_bundle(config.resources, tmp_path / "resources", "crash-at-start")
     window, controller = shell(config.with_overrides(resources=resources))
     failures: list[str] = []
     controller.runtime_changed.connect(lambda state, info: failures.append(state) if state == "failed" else None)

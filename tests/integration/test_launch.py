@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from desktop.core.stager import StageOutcome
 from desktop.core.state import BadVersions, atomic_write_json, read_pointer
 from desktop.core.supervisor import RESTART_LOCKS, RestartPolicy, RuntimeState, Supervisor
 from desktop.core.updater import update
-from desktop.devtools import derive_runtime
+from desktop.devtools import resources_with_broken_bundle
 from tests.integration.conftest import run_cli
 from tests.support.server import LoopbackServer
 
@@ -177,10 +176,7 @@ def test_damaged_staged_version_falls_back_and_is_restaged(
 
 def test_bundled_failure_is_reported_without_loop(tmp_path: Path, npm_config: Config,
                                                   supervisors: list[Supervisor]) -> None:
-    resources = tmp_path / "resources"
-    shutil.copytree(npm_config().resources, resources, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.rmtree(resources / "runtime")
-    derive_runtime(resources / "runtime", "1.0.0", simulate="crash-at-start")
+    resources = resources_with_broken_bundle(npm_config().resources, tmp_path / "resources", "crash-at-start")
     config = npm_config(resources=resources)
     states: list[RuntimeState] = []
     supervisor = make_supervisor(config, supervisors)
@@ -237,10 +233,7 @@ def test_crash_after_ready_restarts_then_crash_loop_marks_bad(
 
 def test_crash_loop_of_bundled_runtime_stops_restarts(tmp_path: Path, npm_config: Config,
                                                        supervisors: list[Supervisor]) -> None:
-    resources = tmp_path / "resources"
-    shutil.copytree(npm_config().resources, resources, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.rmtree(resources / "runtime")
-    derive_runtime(resources / "runtime", "1.0.0", simulate="crash-after-ready:0.2")
+    resources = resources_with_broken_bundle(npm_config().resources, tmp_path / "resources", "crash-after-ready:0.2")
     config = npm_config(resources=resources)
     supervisor = make_supervisor(config, supervisors, backoff_base_s=0.05, max_crashes=3, window_s=60)
     spawned: list[int] = []
