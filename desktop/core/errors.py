@@ -1,22 +1,27 @@
 """Errors raised by the core, as a tree callers can catch at the right level.
 
     DesktopError
-    ├── UsageError               bad input from the user (a flag, a path)
+    ├── UsageError               bad input from the user (a flag, a path, an environment value)
+    ├── DataDirError             the data directory cannot be used (not a directory, not ours, ...)
     ├── StateError               a state file could not be written
-    ├── TransientError           retry later, never pinned to a version
-    │   ├── NetworkError         connection refused, timeout, 5xx, bad redirect
+    ├── CancelledError           the user or the shell stopped the work (not a failure)
+    ├── TransientError           retry later with backoff; never pinned to a version
+    │   ├── NetworkError         connection refused, timeout, 5xx, too slow, past the deadline
     │   ├── RegistryError        the registry's answer is unusable (garbage, too big, 404)
-    │   ├── DownloadError        truncated download, size over the announced length
-    │   ├── DiskSpaceError       not enough free space to download or extract
-    │   └── CancelledError       the user or the shell stopped the work
-    ├── InvalidReleaseError      the published package itself is bad (deterministic)
-    │   ├── DigestMismatchError  bytes do not match the published digest
+    │   ├── DownloadError        truncated download, more than announced
+    │   ├── DigestMismatchError  the bytes do not match the registry's or the signed length/digest
+    │   │   └── UnexpectedContentError  plainly not the archive (an HTML page, an encoded body)
+    │   └── DiskSpaceError       not enough free space to download or extract
+    ├── InvalidReleaseError      the published package itself is bad (deterministic, pinned)
     │   ├── UnsafeArchiveError   traversal, links outside, devices, bombs, ...
     │   ├── ManifestError        runtime.json missing, unparsable, wrong version, no entry
     │   ├── NativeDepError       a bundled native dependency is missing or differs
     │   └── HostGateError        requires_shell does not admit this shell
     ├── TrustError               feed metadata failed verification (signature, expiry, rollback)
     └── LaunchError              the runtime could not be started
+
+Whether a failure is retried or remembered is decided on these types
+(`desktop.core.policy.classify`), never on message text.
 """
 
 from __future__ import annotations
@@ -27,19 +32,27 @@ class DesktopError(Exception):
 
 
 class UsageError(DesktopError):
-    """The user asked for something that cannot be done as asked."""
+    """The user asked for something that cannot be done as asked (exit code 2)."""
+
+
+class DataDirError(DesktopError):
+    """The data directory cannot be used safely."""
 
 
 class StateError(DesktopError):
     """A state file could not be written."""
 
 
+class CancelledError(DesktopError):
+    """The operation was cancelled (quitting, a signal, the user's Cancel)."""
+
+
 class TransientError(DesktopError):
-    """A failure that may go away by itself; retried later with backoff."""
+    """A failure that may go away by itself; retried later with backoff, never pinned."""
 
 
 class NetworkError(TransientError):
-    """The registry could not be reached or answered with a server error."""
+    """The registry could not be reached, answered with a server error, or was too slow."""
 
 
 class RegistryError(TransientError):
@@ -50,20 +63,24 @@ class DownloadError(TransientError):
     """A download ended early or sent more than announced."""
 
 
+class DigestMismatchError(TransientError):
+    """The downloaded bytes do not match the published length or digest.
+
+    A proxy's block page, a re-encoding CDN, a torn cached file and a tampered mirror all look
+    like this: the release may be fine, so it is retried, never pinned.
+    """
+
+
+class UnexpectedContentError(DigestMismatchError):
+    """The response is plainly not the archive: an HTML page, a JSON error, an encoded body."""
+
+
 class DiskSpaceError(TransientError):
     """Not enough free disk space."""
 
 
-class CancelledError(TransientError):
-    """The operation was cancelled."""
-
-
 class InvalidReleaseError(DesktopError):
     """The published release is broken; retrying the same bytes will not help."""
-
-
-class DigestMismatchError(InvalidReleaseError):
-    """The downloaded bytes do not match the published digest."""
 
 
 class UnsafeArchiveError(InvalidReleaseError):
