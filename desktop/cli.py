@@ -1,41 +1,83 @@
-"""The headless command line (contract in DESIGN.md): exit 0 ok, 1 failure, 2 usage."""
+"""The headless command line (contract in DESIGN.md): parse, one call to the core, render.
+
+Exit 0 on success, 1 on a failure (one line on stderr), 2 on bad usage. With --json every
+command prints exactly one JSON object on stdout, also when it fails.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from desktop import __version__
 from desktop.core import runmode
-from desktop.core.config import REGISTRY_KINDS, AppConfig, load_config
-from desktop.core.errors import DesktopError
-from desktop.core.failures import FailureMemory
-from desktop.core.state import BadVersions, read_pointer
-from desktop.core.versions import parse_version
+from desktop.core.errors import DesktopError, UsageError
+from desktop.core.results import (
+    Crashed,
+    Failed,
+    Phase,
+    Progress,
+    Running,
+    RuntimeEvent,
+    StartFailed,
+    Stopped,
+    UpdateOutcome,
+    UpdateReport,
+)
+from desktop.core.shell import Shell
+from desktop.core.text import RedactingFilter, one_line
 
 log = logging.getLogger("desktop")
 
-Handler = Callable[[argparse.Namespace, AppConfig], dict[str, Any]]
+Handler = Callable[[argparse.Namespace], "Rendered"]
+REGISTRY_KINDS = ("feed", "npm")
+
+
+class Rendered:
+    """What a command prints: a JSON object (with --json) or text."""
+
+    def __init__(self, obj: dict[str, Any], text: str | None = None, *, printed: bool = False) -> None:
+        self.obj = obj
+        self.text = text
+        self.printed = printed
 
 
 class CommandFailed(DesktopError):
-    """A command finished with a failure it already described."""
+    """A command failed; `obj` is what --json prints (it always carries "error")."""
+
+    def __init__(self, message: str, obj: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.obj = {**(obj or {}), "error": message}
 
 
-def _common(suppress: bool) -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        print(f"desktop: error: {message}", file=sys.stderr)
+        if "--json" in sys.argv:
+            print(json.dumps({"error": f"usage: {message}"}))
+        sys.exit(2)
+
+
+def _common(suppress: bool) -> _Parser:
     """Options every command takes, before or after the command name."""
     default = argparse.SUPPRESS if suppress else None
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = _Parser(add_help=False)
     parser.add_argument("--data-dir", default=default, help="data directory (default: per-user)")
     parser.add_argument("--registry", default=default, help="registry URL")
     parser.add_argument("--registry-kind", choices=REGISTRY_KINDS, default=default)
     parser.add_argument("--channel", default=default, help="channel (npm: dist-tag)")
-    parser.add_argument("--public-key", default=default, help="feed root key, or the path of a .pub file")
+    parser.add_argument("--public-key", default=default, help="feed key for a feed's first root (or a .pub file)")
+    parser.add_argument("--trusted-root", default=default, metavar="FILE",
+                        help="bootstrap feed trust from this TUF root.json instead of the shipped one")
     parser.add_argument("--json", action="store_true", default=default if suppress else False,
                         help="print one JSON object on stdout")
     parser.add_argument("-v", "--verbose", action="store_true", default=default if suppress else False)
@@ -44,10 +86,10 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common(suppress=True)
-    parser = argparse.ArgumentParser(prog="desktop", parents=[_common(suppress=False)],
-                                     description="Run, update and protect the embedded runtime.")
+    parser = _Parser(prog="desktop", parents=[_common(suppress=False)],
+                     description="Run, update and protect the embedded runtime.")
     parser.add_argument("--version", action="version", version=f"desktop {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         command = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
@@ -67,380 +109,353 @@ def build_parser() -> argparse.ArgumentParser:
     launch = add("launch", cmd_launch, "start the runtime from the pointer with the launch rules, no GUI")
     launch.add_argument("--until-ready", action="store_true",
                         help="print the ready line's JSON and stop the runtime")
-    launch.add_argument("--startup-timeout", type=float, default=None, metavar="SECONDS",
+    launch.add_argument("--startup-timeout", type=_seconds, default=None, metavar="SECONDS",
                         help="seconds to wait for the ready line (default 30)")
     keygen = add("keygen", cmd_keygen, "create an ed25519 signing key pair for a feed")
     keygen.add_argument("--out", required=True, metavar="FILE", help="private key file (public key: FILE.pub)")
     publish = add("publish", cmd_publish, "pack a runtime directory and add it to a static feed")
     publish.add_argument("runtime_dir", nargs="?", metavar="RUNTIME_DIR")
     publish.add_argument("--feed", required=True, metavar="DIR", help="the feed directory to serve")
-    publish.add_argument("--key", metavar="FILE", help="signing key (default: the publisher key in the "
-                         "user config dir, created on first use)")
+    publish.add_argument("--key", action="append", default=[], metavar="FILE",
+                         help="signing key (repeat for several signers)")
     publish.add_argument("--rollout", type=float, default=100.0, metavar="PERCENT")
     notes = publish.add_mutually_exclusive_group()
     notes.add_argument("--notes", default="", metavar="TEXT", help="release notes")
     notes.add_argument("--notes-file", metavar="F")
     publish.add_argument("--format", choices=("tar.gz", "zip", "7z"), default="tar.gz")
     publish.add_argument("--refresh", action="store_true",
-                         help="re-sign snapshot and timestamp so the feed does not expire")
+                         help="re-sign the metadata that expires soon so the feed does not expire")
     publish.add_argument("--rotate-root", metavar="NEW_KEY",
-                         help="hand every role to NEW_KEY (a new root signed by both keys)")
+                         help="hand every role to NEW_KEY (a new root signed by the old and new keys)")
     run = add("run", cmd_run, "start the app (the default command)")
     demo = add("demo", cmd_demo, "start the app on a local demo feed: update, restart, crash, fall back")
     for command in (run, demo):
-        command.add_argument("--startup-timeout", type=float, default=None, metavar="SECONDS")
+        command.add_argument("--startup-timeout", type=_seconds, default=None, metavar="SECONDS")
         command.add_argument("--headless", action="store_true", help="no window: run the runtime in the foreground")
         command.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window at exit")
-        command.add_argument("--exit-after", type=float, metavar="SECONDS", help="quit after SECONDS")
-    demo.add_argument("--check-interval", type=float, default=20.0, metavar="SECONDS")
+        command.add_argument("--exit-after", type=_seconds, metavar="SECONDS", help="quit after SECONDS")
+    demo.add_argument("--check-interval", type=_seconds, default=20.0, metavar="SECONDS")
     add("rollback", cmd_rollback, "pointer back to the previous known-good or bundled runtime")
     return parser
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds greater than 0")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else list(argv)
-    if runmode.requested(args_in):  # the frozen app as `{python}`: see desktop/core/runmode.py
-        return runmode.run_runtime(args_in[1:])
+    if runmode.requested(args_in):  # the frozen app as `{python}` or guardian: see desktop/core/runmode.py
+        return runmode.dispatch(args_in)
+    # Everything the shell writes is the user's alone (logs, state, downloads).
+    os.umask(0o077)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    stderr = logging.StreamHandler(sys.stderr)
-    stderr.setLevel(logging.INFO if args.verbose else logging.WARNING)
-    stderr.setFormatter(logging.Formatter("desktop: %(levelname)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[stderr])
+    args = parser.parse_args(args_in)
+    _setup_logging(args.verbose)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         # `desktop` alone is what a double-click runs.
-        args = parser.parse_args([*(argv or sys.argv[1:]), "run"])
+        args = parser.parse_args([*args_in, "run"])
         handler = args.handler
+        assert handler is not None
     try:
-        config = load_config(data_dir=args.data_dir, registry=args.registry,
-                             registry_kind=args.registry_kind, channel=args.channel,
-                             public_key=args.public_key,
-                             startup_timeout=getattr(args, "startup_timeout", None))
-        result = handler(args, config)
+        rendered = handler(args)
     except CommandFailed as exc:
-        print(f"desktop: {exc}", file=sys.stderr)
-        return 1
+        return _failed(args, str(exc), exc.obj, 1)
+    except UsageError as exc:
+        return _failed(args, str(exc), {}, 2)
     except DesktopError as exc:
-        if args.json:
-            print(json.dumps({"error": str(exc)}))
-        print(f"desktop: {exc}", file=sys.stderr)
-        return 1
+        return _failed(args, str(exc), {}, 1)
+    except OSError as exc:
+        return _failed(args, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), {}, 1)
     except KeyboardInterrupt:
-        print("desktop: interrupted", file=sys.stderr)
-        return 130
-    _emit(args, result)
+        return _failed(args, "interrupted", {}, 130)
+    if not rendered.printed:
+        if args.json:
+            print(json.dumps(rendered.obj, sort_keys=True, ensure_ascii=False))
+        elif rendered.text:
+            print(rendered.text)
     return 0
 
 
-def _emit(args: argparse.Namespace, result: dict[str, Any]) -> None:
-    text = result.pop("_text", None)
-    if result.pop("_quiet", False):
-        return
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    elif text:
-        print(text)
+def _failed(args: argparse.Namespace, message: str, obj: dict[str, Any], code: int) -> int:
+    text = one_line(message, 1000)
+    if getattr(args, "json", False):
+        print(json.dumps({**obj, "error": text}, sort_keys=True, ensure_ascii=False))
+    print(f"desktop: {text}", file=sys.stderr)
+    return code
 
 
-def _fail(args: argparse.Namespace, result: dict[str, Any], message: str) -> CommandFailed:
-    if args.json:
-        result.pop("_text", None)
-        print(json.dumps(result, sort_keys=True))
-    return CommandFailed(message)
+def _setup_logging(verbose: bool) -> None:
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(logging.INFO if verbose else logging.WARNING)
+    stderr.setFormatter(logging.Formatter("desktop: %(levelname)s: %(message)s"))
+    stderr.addFilter(RedactingFilter())
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[stderr])
 
 
-def cmd_status(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
-    from desktop.core.selection import resolve_target
-    from desktop.core.updater import last_check
+def open_shell(args: argparse.Namespace, *, tolerate_unwritable: bool = False) -> Shell:
+    return Shell.open(data_dir=args.data_dir, registry=args.registry, registry_kind=args.registry_kind,
+                      channel=args.channel, public_key=args.public_key, trusted_root=args.trusted_root,
+                      startup_timeout=getattr(args, "startup_timeout", None),
+                      tolerate_unwritable=tolerate_unwritable)
 
-    target = resolve_target(config, repair=False)
-    pointer = read_pointer(config.data.pointer_file)
-    bad = BadVersions(config.data.bad_file).load()
-    memory = FailureMemory(config.data.failures_file)
-    transient = memory.transient()
-    check = last_check(config)
-    running = _running_now(config)
-    result: dict[str, Any] = {
-        "running": running,
-        "version": str(target.version),
-        "source": target.source,
-        "reason": target.reason,
-        "directory": str(target.directory),
-        "shell_version": config.shell_version,
-        "data_dir": str(config.data.root),
-        "pointer": pointer.to_json() if pointer else None,
-        "bad": {str(v): e.to_json() for v, e in bad.items()},
-        "last_check": check,
-        "failures": {
-            "pinned": {str(v): {"reason": p.reason, "artefact": p.artefact, "time": p.time}
-                       for v, p in memory.pinned().items()},
-            "transient": None if transient is None else {
-                "count": transient.count, "last_error": transient.last_error,
-                "next_retry": transient.next_retry},
-        },
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "never"
+
+
+# -- commands --------------------------------------------------------------------------------
+
+def cmd_status(args: argparse.Namespace) -> Rendered:
+    shell = open_shell(args)
+    s = shell.status()
+    obj: dict[str, Any] = {
+        "version": str(s.version), "source": s.source, "reason": s.reason, "directory": s.directory,
+        "shell_version": s.shell_version, "data_dir": s.data_dir, "pointer": s.pointer,
+        "registry": s.registry, "channel": s.channel,
+        "running": [{"shell_pid": r.shell_pid, "version": str(r.version), "source": r.source, "state": r.state,
+                     "url": r.url} for r in s.running],
+        "bad": {str(b.version): {"reason": b.reason, "exit_code": b.exit_code, "stderr_tail": list(b.stderr_tail),
+                                 "time": b.time} for b in s.bad},
+        "bad_list_unreadable": s.bad_list_unknown,
+        "blocked": [{"version": str(b.version), "store": b.store, "reason": b.reason, "time": b.time}
+                    for b in s.blocked],
+        "last_check": None if s.last_check is None else {
+            "time": s.last_check.time, "result": s.last_check.result, "available": s.last_check.available,
+            "error": s.last_check.error},
+        "failures": {"transient": None if s.transient is None else {
+            "count": s.transient.count, "last_error": s.transient.last_error, "next_retry": s.transient.next_retry}},
     }
-    lines = [f"runtime: {target.version} ({target.source}) — {target.reason}",
-             f"running now: {running['version']} ({running['source']}) at {running.get('url')}" if running
-             else "running now: no shell is running",
-             f"pointer: {pointer.version if pointer else 'none'}"
-             + (" (known-good)" if pointer and pointer.known_good else ""),
-             f"data dir: {config.data.root}"]
-    if check:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(check.get("time", 0))))
-        lines.append(f"last check: {when} {check.get('result')}"
-                     + (f" ({check['error']})" if check.get("error") else ""))
-    for version, entry in bad.items():
-        lines.append(f"bad: {version} — {entry.reason}")
-    for version, pinned in memory.pinned().items():
-        lines.append(f"failed validation: {version} — {pinned.reason}")
-    if transient:
-        lines.append(f"retrying after {transient.count} transient failure(s): {transient.last_error}")
-    result["_text"] = "\n".join(lines)
-    return result
+    lines = [f"runtime: {s.version} ({s.source}) — {s.reason}"]
+    lines += [f"running now: {r.version} ({r.source}, {r.state}) in shell {r.shell_pid}"
+              + (f" at {r.url}" if r.url else "") for r in s.running] or ["running now: no shell is running"]
+    pointer = s.pointer
+    lines.append(f"pointer: {pointer['version']}" + (" (known-good)" if pointer.get("known_good") else "")
+                 if pointer else "pointer: none")
+    lines.append(f"data dir: {s.data_dir}")
+    lines.append(f"registry: {s.registry or 'none'} (channel {s.channel})")
+    if s.last_check:
+        lines.append(f"last check: {_when(s.last_check.time)} {s.last_check.result}"
+                     + (f" ({s.last_check.error})" if s.last_check.error else ""))
+    if s.bad_list_unknown:
+        lines.append("bad list: unreadable — every staged version but the last known-good is treated as bad")
+    lines += [f"bad: {b.version} — {b.reason}" for b in s.bad]
+    lines += [f"{b.store}: {b.version} — {b.reason}" for b in s.blocked if b.store != "skipped by the user"]
+    lines += [f"skipped: {b.version}" for b in s.blocked if b.store == "skipped by the user"]
+    if s.transient:
+        lines.append(f"retrying after {s.transient.count} transient failure(s) at {_when(s.transient.next_retry)}: "
+                     f"{s.transient.last_error}")
+    return Rendered(obj, "\n".join(lines))
 
 
-def _running_now(config: AppConfig) -> dict[str, Any] | None:
-    """What a live shell process is running right now, if any."""
-    from desktop.core.gc import running_info
-
-    info = running_info(config)
-    return {k: info.get(k) for k in ("version", "source", "pid", "url", "shell_pid")} if info else None
-
-
-def cmd_check(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
-    from desktop.core.updater import check
-
-    result = check(config.with_overrides(manual_check=args.bypass_rollout))
-    available = str(result.available.version) if result.available else None
-    return {
+def cmd_check(args: argparse.Namespace) -> Rendered:
+    report = open_shell(args).check(bypass_rollout=args.bypass_rollout)
+    available = str(report.available.version) if report.available else None
+    obj = {
         "available": available,
-        "current": str(result.current),
-        "channel": config.channel,
-        "offered": [str(r.version) for r in result.offered],
-        "skipped": [{"version": str(s.version), "reason": s.reason} for s in result.skipped],
-        "not_modified": result.not_modified,
-        "notes": result.available.notes if result.available else None,
-        "_text": f"update available: {available}" if available else f"up to date ({result.current})",
+        "current": str(report.current),
+        "offered": [str(r.version) for r in report.offered],
+        "skipped": [{"version": str(s.version), "reason": s.reason.value, "detail": s.detail}
+                    for s in report.skipped],
+        "not_modified": report.not_modified,
+        "notes": report.available.notes if report.available else None,
     }
+    return Rendered(obj, f"update available: {available}" if available else f"up to date ({report.current})")
 
 
-def cmd_update(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
-    from desktop.core.stager import StageOutcome
-    from desktop.core.updater import update
-
-    progress = ProgressPrinter()
-    outcome = update(config.with_overrides(manual_check=args.bypass_rollout), progress=progress)
-    progress.finish()
-    version = str(outcome.version) if outcome.version else None
-    result: dict[str, Any] = {"outcome": outcome.outcome.value, "version": version,
-                              "downloaded": outcome.downloaded}
-    if outcome.outcome is StageOutcome.FAILED:
-        result["error"] = str(outcome.error)
-        raise _fail(args, result, f"update failed: {outcome.error}")
+def cmd_update(args: argparse.Namespace) -> Rendered:
+    shell = open_shell(args)
+    printer = ProgressPrinter()
+    report = shell.update(progress=printer, bypass_rollout=args.bypass_rollout)
+    printer.finish()
+    obj = update_json(report)
+    version = obj["version"]
+    if report.outcome in (UpdateOutcome.FAILED, UpdateOutcome.CANCELLED):
+        raise CommandFailed(f"update failed: {one_line(str(report.error))}", obj)
     texts = {
-        StageOutcome.STAGED: f"staged {version}; it runs at the next start",
-        StageOutcome.ALREADY_STAGED: f"{version} is already staged",
-        StageOutcome.UP_TO_DATE: f"up to date ({version})",
-        StageOutcome.BAD_VERSION: f"the newest version {version} is marked bad; not staging it",
-        StageOutcome.BUSY: "another process is staging; try again later",
+        UpdateOutcome.STAGED: f"staged {version}; it runs at the next start",
+        UpdateOutcome.ALREADY_STAGED: f"{version} is already staged",
+        UpdateOutcome.UP_TO_DATE: f"up to date ({version})",
+        UpdateOutcome.BAD_VERSION: f"the newest version {version} is marked bad; not staging it",
+        UpdateOutcome.BUSY: "another process is staging; try again later",
     }
-    result["_text"] = texts.get(outcome.outcome, outcome.outcome.value)
-    return result
+    return Rendered(obj, texts.get(report.outcome, report.outcome.value))
 
 
-def cmd_bad(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
-    bad = BadVersions(config.data.bad_file)
+def update_json(report: UpdateReport) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "outcome": "failed" if report.outcome is UpdateOutcome.CANCELLED else report.outcome.value,
+        "version": str(report.version) if report.version else None,
+        "bytes_downloaded": report.bytes_downloaded,
+        "downloaded": report.bytes_downloaded > 0,
+        "delta": report.delta,
+    }
+    if report.error is not None:
+        obj["error"] = one_line(str(report.error), 1000)
+        obj["failure"] = report.failure.value if report.failure else None
+        obj["pinned"] = report.pinned
+    return obj
+
+
+def cmd_bad(args: argparse.Namespace) -> Rendered:
+    shell = open_shell(args)
     if args.action == "list":
-        entries = bad.load()
-        return {"bad": {str(v): e.to_json() for v, e in entries.items()},
-                "_text": "\n".join(f"{v}: {e.reason}" for v, e in entries.items()) or "no bad versions"}
-    version = None
-    if args.target is not None:
-        version = parse_version(args.target)
-        if version is None:
-            raise CommandFailed(f"{args.target!r} is not a valid version")
-    cleared = bad.clear(version)
-    FailureMemory(config.data.failures_file).clear(version)
-    names = [str(v) for v in cleared]
-    return {"cleared": names, "_text": f"cleared {', '.join(names)}" if names else "nothing to clear"}
+        entries = shell.bad_versions()
+        blocked = shell.blocked()
+        obj = {"bad": {str(e.version): {"reason": e.reason, "exit_code": e.exit_code,
+                                        "stderr_tail": list(e.stderr_tail), "time": e.time} for e in entries},
+               "blocked": [{"version": str(b.version), "store": b.store, "reason": b.reason} for b in blocked]}
+        lines = [f"{e.version}: {e.reason}" for e in entries] + [f"{b.version}: {b.store} ({b.reason})"
+                                                                 for b in blocked]
+        return Rendered(obj, "\n".join(lines) or "no bad versions")
+    report = shell.clear_bad(args.target)
+    obj = {"cleared": list(report.cleared), "stores": {k: list(v) for k, v in report.stores.items()}}
+    return Rendered(obj, f"cleared {', '.join(report.cleared)}" if report.cleared else "nothing to clear")
 
 
-def cmd_gc(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
-    from desktop.core.gc import collect
-    from desktop.core.stager import Busy
-
-    try:
-        result = collect(config)
-    except Busy:
-        raise CommandFailed("another process is staging; try gc again later") from None
-    return {"removed": list(result.removed), "kept": list(result.kept),
-            "_text": f"removed {len(result.removed)} entries; kept {', '.join(result.kept) or 'none'}"}
+def cmd_gc(args: argparse.Namespace) -> Rendered:
+    report = open_shell(args).collect_garbage()
+    obj = {"removed": list(report.removed), "kept": list(report.kept), "problems": list(report.problems)}
+    text = f"removed {len(report.removed)} entries; kept {', '.join(report.kept) or 'none'}"
+    if report.problems:
+        text += "\n" + "\n".join(f"warning: {p}" for p in report.problems)
+    return Rendered(obj, text)
 
 
-def cmd_launch(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
-    import signal
-    import threading
+def cmd_rollback(args: argparse.Namespace) -> Rendered:
+    done = open_shell(args).rollback()
+    return Rendered({"rolled_back": str(done.rolled_back), "version": str(done.version), "source": done.source},
+                    f"rolled back from {done.rolled_back} to {done.version} ({done.source})")
 
-    from desktop.core.supervisor import RuntimeState, Supervisor
 
-    supervisor = Supervisor(config)
-    stop = threading.Event()
+def cmd_launch(args: argparse.Namespace) -> Rendered:
+    """Start the runtime with the launch rules; SIGTERM, SIGINT and SIGHUP stop it promptly."""
+    shell = open_shell(args, tolerate_unwritable=True)
+    supervisor = shell.supervisor()
+    # Plain lists, not Events: the signal handler must not take a lock the main thread may hold.
+    ended: list[RuntimeEvent] = []
+    signals: list[int] = []
+
+    def on_event(event: RuntimeEvent) -> None:
+        if isinstance(event, StartFailed):
+            what = "marked bad" if event.marked_bad else ("damaged on disk; it will be staged again"
+                                                          if event.damaged else "could not be marked bad yet")
+            print(f"desktop: {event.version} failed to start ({one_line(event.outcome.reason)}); {what}; "
+                  f"falling back to {event.fallback} ({event.fallback_source})", file=sys.stderr, flush=True)
+        elif isinstance(event, Crashed):
+            print(f"desktop: runtime {event.version} crashed ({event.outcome.reason})"
+                  + (f"; restarting in {event.restart_in:.1f} s" if event.restart_in is not None else ""),
+                  file=sys.stderr, flush=True)
+        elif isinstance(event, Failed | Stopped):
+            ended.append(event)
 
     def on_signal(signum: int, frame: object) -> None:
-        stop.set()
+        signals.append(signum)
         supervisor.stop()
 
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    supervisor.add_listener(on_event)
+    handled = [s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, on_signal) for s in handled}
     try:
-        running = supervisor.start()
-        result = running.to_json()
+        supervisor.start()
+        event = supervisor.wait_settled()
+        if signals or isinstance(event, Stopped):
+            raise CommandFailed("start interrupted: the runtime was stopped before it was ready")
+        if isinstance(event, Failed):
+            raise CommandFailed(event.message.splitlines()[0])
+        if not isinstance(event, Running):
+            raise CommandFailed("the runtime did not start")
+        result = event.to_json()
         if supervisor.failures:
             result["fallbacks"] = [{"version": str(f.version), "reason": f.outcome.reason,
-                                    "fallback": str(f.fallback.version)} for f in supervisor.failures]
-        for failure in supervisor.failures:
-            print(f"desktop: {failure.version} failed to start ({failure.outcome.reason}); "
-                  f"marked bad, fell back to {failure.fallback.version}", file=sys.stderr)
+                                    "fallback": str(f.fallback), "marked_bad": f.marked_bad}
+                                   for f in supervisor.failures]
         if args.until_ready:
             # Answer as soon as the runtime is ready; stopping it happens after (in `finally`).
-            print(json.dumps(result, sort_keys=True) if args.json else json.dumps(running.to_json()), flush=True)
-            return {"_quiet": True}
-        print(json.dumps(result, sort_keys=True) if args.json
-              else f"runtime {running.target.version} ({running.target.source}) ready at {running.ready.get('url')}",
-              flush=True)
-        supervisor.add_listener(lambda state, info: stop.set() if state is RuntimeState.FAILED else None)
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            pass
-        if supervisor.state is RuntimeState.FAILED:
-            raise CommandFailed(supervisor.last_error or "the runtime failed")
-        return {"_quiet": True}
+            print(json.dumps(result, sort_keys=True, ensure_ascii=False), flush=True)
+            return Rendered(result, printed=True)
+        print(json.dumps(result, sort_keys=True, ensure_ascii=False) if args.json
+              else f"runtime {event.version} ({event.source}) ready at {event.url}", flush=True)
+        while not ended and not signals:
+            time.sleep(0.2)
+        last = supervisor.last_event
+        if not signals and isinstance(last, Failed):
+            raise CommandFailed(last.message.splitlines()[0])
+        return Rendered(result, printed=True)
     finally:
-        supervisor.stop()
-        signal.signal(signal.SIGTERM, previous)
+        supervisor.close()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
-def cmd_keygen(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
-    from pathlib import Path
+def cmd_keygen(args: argparse.Namespace) -> Rendered:
+    from desktop.core.publishing import Publisher
 
-    from desktop.core.keys import generate
-
-    pair = generate(Path(args.out))
-    return {"public_key": pair.public, "private_key_file": str(pair.private_path),
-            "public_key_file": str(pair.public_path), "_text": pair.public}
+    pair = Publisher.keygen(Path(args.out))
+    return Rendered({"public_key": pair.public, "private_key_file": str(pair.private_path),
+                     "public_key_file": str(pair.public_path)}, pair.public)
 
 
-def _publisher_key(args: argparse.Namespace) -> Any:
-    import os
-    from pathlib import Path
+def cmd_publish(args: argparse.Namespace) -> Rendered:
+    from desktop.core.publishing import Publisher
 
-    import platformdirs
-
-    from desktop.core.keys import generate, load_signer
-
-    if args.key:
-        return load_signer(Path(args.key))
-    env = os.environ.get("DESKTOP_SIGNING_KEY")
-    path = Path(env) if env else Path(platformdirs.user_config_dir("desktop-shell", appauthor=False)) / "feed.key"
-    if not path.exists():
-        pair = generate(path)
-        print(f"desktop: created signing key {path}; its public key is {pair.public}", file=sys.stderr)
-    return load_signer(path)
-
-
-def cmd_publish(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
-    from pathlib import Path
-
-    from desktop.core.feedrepo import FeedRepository
-    from desktop.core.keys import load_signer, public_of
-
-    repo = FeedRepository(Path(args.feed))
-    signer = _publisher_key(args)
+    publisher = Publisher(Path(args.feed))
+    keys = [Path(k) for k in args.key]
     if args.rotate_root:
-        new = load_signer(Path(args.rotate_root))
-        version = repo.rotate_root(signer, new)
-        return {"root_version": version, "public_key": public_of(new),
-                "_text": f"root v{version} now trusts {public_of(new)}"}
+        version, public = publisher.rotate_root(Path(args.rotate_root), keys)
+        return Rendered({"root_version": version, "public_key": public}, f"root v{version} now trusts {public}")
     if args.refresh:
-        version = repo.refresh(signer)
-        return {"timestamp_version": version, "_text": f"re-signed; timestamp v{version}"}
+        version = publisher.refresh(keys)
+        return Rendered({"timestamp_version": version}, f"re-signed; timestamp v{version}")
     if not args.runtime_dir:
-        raise CommandFailed("publish needs RUNTIME_DIR (or --refresh / --rotate-root)")
+        raise UsageError("publish needs RUNTIME_DIR (or --refresh / --rotate-root)")
     notes = args.notes
     if args.notes_file:
         try:
             notes = Path(args.notes_file).read_text()
         except OSError as exc:
             raise CommandFailed(f"cannot read {args.notes_file}: {exc.strerror}") from None
-    done = repo.publish(Path(args.runtime_dir), signer, channel=args.channel or "stable", rollout=args.rollout,
-                        notes=notes, fmt=args.format)
+    done = publisher.publish(Path(args.runtime_dir), keys, channel=args.channel or "stable", rollout=args.rollout,
+                             notes=notes, fmt=args.format)
     verb = "already published" if done.unchanged else "published"
-    return {"name": done.name, "version": done.version, "channel": done.channel, "rollout": done.rollout,
-            "sha256": done.sha256, "length": done.length, "unchanged": done.unchanged,
-            "public_key": public_of(signer),
-            "_text": f"{verb} {done.version} ({done.channel}, {done.rollout:g}%) as {done.name}"}
+    return Rendered({"name": done.name, "version": done.version, "channel": done.channel, "rollout": done.rollout,
+                     "sha256": done.sha256, "length": done.length, "unchanged": done.unchanged,
+                     "public_key": done.public_key},
+                    f"{verb} {done.version} ({done.channel}, {done.rollout:g}%) as {done.name}")
 
 
-def cmd_run(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
+def cmd_run(args: argparse.Namespace) -> Rendered:
     if args.headless:
         args.until_ready = False
-        return cmd_launch(args, config)
-    from pathlib import Path
-
+        return cmd_launch(args)
     from desktop.ui.app import run_gui
 
-    code = run_gui(config, screenshot=Path(args.screenshot) if args.screenshot else None,
-                   exit_after_s=args.exit_after)
-    if code:
-        raise CommandFailed(f"the app exited with code {code}")
-    return {"_quiet": True}
-
-
-def cmd_demo(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
-    """A local signed feed with a good and a crashing release, and the app pointed at it."""
-    from dataclasses import replace
-    from pathlib import Path
-
-    import platformdirs
-
-    from desktop.core.paths import DataDir
-    from desktop.demo import DemoFeed
-
-    root = Path(args.data_dir) if args.data_dir else Path(
-        platformdirs.user_data_dir("desktop-shell", appauthor=False)) / "demo"
-    feed = DemoFeed(root / "publisher").start(fresh=True)
-    data = DataDir(root / "data")
-    if data.root.exists():
-        import shutil
-
-        shutil.rmtree(data.root)
-    feed.publish_good()
-    settings = replace(config.settings, check_interval_s=args.check_interval, auto_update=True)
-    demo_config = replace(config, data=data, registry_url=feed.url, registry_kind="feed",
-                          public_key=feed.public_key, channel="stable", settings=settings)
-    if args.startup_timeout is not None:
-        demo_config = replace(demo_config, startup_timeout=args.startup_timeout)
-    print(f"desktop: demo feed at {feed.url} (data in {data.root})", file=sys.stderr)
-    if args.headless:
-        feed.stop()
-        raise CommandFailed("the demo needs the window; run it without --headless")
-    from desktop.ui.app import run_gui
-
-    code = run_gui(demo_config, demo=feed, initial_delay_s=3.0,
+    code = run_gui(open_shell(args, tolerate_unwritable=True),
                    screenshot=Path(args.screenshot) if args.screenshot else None, exit_after_s=args.exit_after)
     if code:
         raise CommandFailed(f"the app exited with code {code}")
-    return {"_quiet": True}
+    return Rendered({}, printed=True)
 
 
-def cmd_rollback(args: argparse.Namespace, config: AppConfig) -> dict[str, Any]:
-    from desktop.core.selection import rollback
+def cmd_demo(args: argparse.Namespace) -> Rendered:
+    """A local signed feed with a good and a crashing release, and the app pointed at it."""
+    if args.headless:
+        raise UsageError("the demo needs the window; run it without --headless")
+    from desktop.demo import run_demo
 
-    done = rollback(config)
-    return {"rolled_back": str(done.from_version), "version": str(done.to.version), "source": done.to.source,
-            "_text": f"rolled back from {done.from_version} to {done.to.version} ({done.to.source})"}
+    code = run_demo(data_dir=args.data_dir, startup_timeout=args.startup_timeout,
+                    check_interval=args.check_interval,
+                    screenshot=Path(args.screenshot) if args.screenshot else None, exit_after=args.exit_after)
+    if code:
+        raise CommandFailed(f"the app exited with code {code}")
+    return Rendered({}, printed=True)
 
 
 class ProgressPrinter:
@@ -448,28 +463,29 @@ class ProgressPrinter:
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
-        self.last_phase = ""
+        self.last_phase: Phase | None = None
         self.last_decile = -1
         self.dirty = False
 
-    def __call__(self, phase: str, done: int, total: int | None) -> None:
-        if phase != self.last_phase:
+    def __call__(self, progress: Progress) -> None:
+        phase, done, total = progress.phase, progress.done, progress.total
+        if phase is not self.last_phase:
             self.finish()
             self.last_phase, self.last_decile = phase, -1
             if not self.tty:
-                print(f"{phase}...", file=sys.stderr, flush=True)
+                print(f"{phase.value}...", file=sys.stderr, flush=True)
         if total:
             pct = min(100, done * 100 // max(total, 1))
             if self.tty:
                 bar = "#" * (pct // 4)
-                print(f"\r{phase:<9} [{bar:<25}] {pct:3d}% {done / 1048576:.1f} MB",
+                print(f"\r{phase.value:<9} [{bar:<25}] {pct:3d}% {done / 1048576:.1f} MB",
                       end="", file=sys.stderr, flush=True)
                 self.dirty = True
             elif pct // 10 > self.last_decile:
                 self.last_decile = pct // 10
-                print(f"{phase} {pct}% ({done} of {total} bytes)", file=sys.stderr, flush=True)
+                print(f"{phase.value} {pct}% ({done} of {total} bytes)", file=sys.stderr, flush=True)
         elif self.tty:
-            print(f"\r{phase:<9} {done / 1048576:.1f} MB", end="", file=sys.stderr, flush=True)
+            print(f"\r{phase.value:<9} {done / 1048576:.1f} MB", end="", file=sys.stderr, flush=True)
             self.dirty = True
 
     def finish(self) -> None:

@@ -83,3 +83,38 @@ class DemoFeed:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def run_demo(*, data_dir: str | None, startup_timeout: float | None, check_interval: float,
+             screenshot: Path | None, exit_after: float | None) -> int:
+    """Publish 1.1.0 to a fresh local feed and run the app on a demo data dir pointed at it."""
+    from dataclasses import replace
+
+    import platformdirs
+
+    from desktop.core.shell import Shell
+    from desktop.ui.app import run_gui
+    from desktop.ui.controller import ShellController
+
+    root = Path(data_dir) if data_dir else Path(platformdirs.user_data_dir("desktop-shell", appauthor=False)) / "demo"
+    feed = DemoFeed(root / "publisher").start(fresh=True)
+    data = root / "data"
+    if data.exists():
+        shutil.rmtree(data)
+    feed.publish_good()
+    shell = Shell.open(data_dir=data, registry=feed.url, registry_kind="feed", public_key=feed.public_key,
+                       channel="stable", startup_timeout=startup_timeout)
+    shell = Shell(replace(shell.config, settings=replace(shell.config.settings, check_interval_s=check_interval,
+                                                           auto_update=True)))
+    log.info("demo feed at %s (data in %s)", feed.url, data)
+
+    def wire(controller: ShellController) -> None:
+        def on_runtime(state: str, info: dict[str, object]) -> None:
+            if state == "running" and info.get("version") == GOOD_VERSION:
+                feed.publish_crashing()
+        controller.runtime_changed.connect(on_runtime)
+
+    try:
+        return run_gui(shell, initial_delay_s=3.0, screenshot=screenshot, exit_after_s=exit_after, on_controller=wire)
+    finally:
+        feed.stop()

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from desktop import __version__
-from desktop.core.errors import UsageError
+from desktop.core.errors import DataDirError, UsageError
 from desktop.core.limits import ExtractLimits, NetConfig
-from desktop.core.paths import DataDir, default_data_dir, resources_dir
-from desktop.core.state import atomic_write_json, read_json_object
+from desktop.core.paths import DataDir, default_data_dir, open_data_dir, resources_dir
+from desktop.core.state import atomic_write_json, load_fields, read_json_object
 
 log = logging.getLogger(__name__)
 
 REGISTRY_KINDS = ("feed", "npm")
+CHANNELS = ("stable", "beta", "alpha")
+MIN_CHECK_INTERVAL_S = 60.0
+DEFAULT_STARTUP_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -31,16 +35,14 @@ class Settings:
     @classmethod
     def load(cls, path: Path, defaults: Settings | None = None) -> Settings:
         base = defaults or cls()
-        obj = read_json_object(path) or {}
-        channel = obj.get("channel")
-        interval = obj.get("check_interval_s")
+        fields = load_fields(path)
+        channel = fields.text("channel", max_len=64)
+        interval = fields.number("check_interval_s", base.check_interval_s)
         return cls(
-            channel=channel if isinstance(channel, str) and channel else base.channel,
-            auto_update=obj["auto_update"] if isinstance(obj.get("auto_update"), bool) else base.auto_update,
-            check_interval_s=float(interval) if isinstance(interval, int | float) and interval >= 60
-            else base.check_interval_s,
-            close_to_tray=obj["close_to_tray"] if isinstance(obj.get("close_to_tray"), bool)
-            else base.close_to_tray,
+            channel=channel if channel else base.channel,
+            auto_update=fields.flag("auto_update", base.auto_update),
+            check_interval_s=interval if interval >= MIN_CHECK_INTERVAL_S else base.check_interval_s,
+            close_to_tray=fields.flag("close_to_tray", base.close_to_tray),
         )
 
     def save(self, path: Path) -> None:
@@ -62,13 +64,13 @@ class AppConfig:
     registry_kind: str
     channel: str
     public_key: str | None = None
+    trusted_root: Path | None = None
     settings: Settings = field(default_factory=Settings)
-    startup_timeout: float = 30.0
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S
     keep_versions: int = 1
     limits: ExtractLimits = field(default_factory=ExtractLimits)
     net: NetConfig = field(default_factory=NetConfig)
     shell_version: str = __version__
-    manual_check: bool = False
 
     @property
     def native_root(self) -> Path:
@@ -78,8 +80,60 @@ class AppConfig:
     def bundled_runtime(self) -> Path:
         return self.resources / "runtime"
 
+    @property
+    def shipped_root(self) -> Path | None:
+        """The feed's trusted root: --trusted-root, else the one shipped in resources/."""
+        if self.trusted_root is not None:
+            return self.trusted_root
+        shipped = self.resources / "root.json"
+        return shipped if shipped.is_file() else None
+
     def with_overrides(self, **changes: Any) -> AppConfig:
         return replace(self, **changes)
+
+
+def check_timeout(value: float, what: str = "--startup-timeout") -> float:
+    """A timeout must be a finite number of seconds greater than 0 (else a usage error)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise UsageError(f"{what} must be a finite number of seconds greater than 0, not {value!r}")
+    return float(value)
+
+
+def _env_number(name: str, *, integer: bool, positive: bool = True) -> float | None:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r} is not a {'whole ' if integer else ''}number") from None
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise UsageError(f"{name}={raw!r} must be a finite number {'> 0' if positive else '>= 0'}")
+    return value
+
+
+def _limits_from_env() -> ExtractLimits:
+    limits = ExtractLimits()
+    total = _env_number("DESKTOP_MAX_UNPACKED_BYTES", integer=True)
+    if total is not None:
+        limits = replace(limits, max_total_bytes=int(total))
+    return limits
+
+
+def _net_from_env() -> NetConfig:
+    net = NetConfig()
+    for env, attr, integer, positive in (
+        ("DESKTOP_MIN_FREE_BYTES", "min_free_bytes", True, False),
+        ("DESKTOP_NET_READ_TIMEOUT", "read_timeout", False, True),
+        ("DESKTOP_NET_DEADLINE", "document_deadline", False, True),
+        ("DESKTOP_NET_MIN_RATE", "min_rate", False, False),
+        ("DESKTOP_NET_RATE_GRACE", "rate_grace", False, True),
+    ):
+        value = _env_number(env, integer=integer, positive=positive)
+        if value is not None:
+            number: int | float = int(value) if integer else float(value)
+            net = replace(net, **{attr: number})  # type: ignore[arg-type]
+    return net
 
 
 def load_config(
@@ -89,12 +143,24 @@ def load_config(
     registry_kind: str | None = None,
     channel: str | None = None,
     public_key: str | None = None,
+    trusted_root: str | Path | None = None,
     startup_timeout: float | None = None,
+    tolerate_unwritable: bool = False,
 ) -> AppConfig:
-    """Merge the shipped defaults, the user's settings, the environment and explicit flags."""
+    """Merge the shipped defaults, the user's settings, the environment and explicit flags.
+
+    With `tolerate_unwritable`, a data dir that cannot be created is used as is (launch still
+    starts the bundled runtime); a data dir that is unsafe is always refused.
+    """
     resources = resources_dir()
     shipped = read_json_object(resources / "config.json") or {}
-    data = DataDir(Path(data_dir).expanduser() if data_dir else default_data_dir())
+    where = data_dir if data_dir else default_data_dir()
+    try:
+        data = open_data_dir(where)
+    except DataDirError:
+        if not tolerate_unwritable:
+            raise
+        data = open_data_dir(where, create=False) if _is_missing(where) else _reraise(where)
     default_channel = shipped.get("channel") if isinstance(shipped.get("channel"), str) else "stable"
     settings = Settings.load(data.settings_file, Settings(channel=str(default_channel)))
     kind = registry_kind or os.environ.get("DESKTOP_REGISTRY_KIND") or _str(shipped.get("registry_kind"))
@@ -102,14 +168,10 @@ def load_config(
     if kind not in REGISTRY_KINDS:
         raise UsageError(f"unknown registry kind {kind!r} (choose from {', '.join(REGISTRY_KINDS)})")
     url = registry or os.environ.get("DESKTOP_REGISTRY") or _str(shipped.get("registry"))
-    limits = ExtractLimits()
-    env_total = os.environ.get("DESKTOP_MAX_UNPACKED_BYTES")
-    if env_total and env_total.isdigit():
-        limits = replace(limits, max_total_bytes=int(env_total))
-    net = NetConfig()
-    env_free = os.environ.get("DESKTOP_MIN_FREE_BYTES")
-    if env_free and env_free.isdigit():
-        net = replace(net, min_free_bytes=int(env_free))
+    if startup_timeout is None:
+        env_timeout = _env_number("DESKTOP_STARTUP_TIMEOUT", integer=False)
+        startup_timeout = env_timeout if env_timeout is not None else DEFAULT_STARTUP_TIMEOUT_S
+    root_file = trusted_root or os.environ.get("DESKTOP_TRUSTED_ROOT") or None
     return AppConfig(
         data=data,
         resources=resources,
@@ -117,17 +179,26 @@ def load_config(
         registry_kind=kind,
         channel=channel or _default_channel(kind, data, settings),
         public_key=public_key or os.environ.get("DESKTOP_PUBLIC_KEY") or _str(shipped.get("public_key")),
+        trusted_root=Path(root_file).expanduser().absolute() if root_file else None,
         settings=settings,
-        startup_timeout=startup_timeout if startup_timeout is not None else 30.0,
-        limits=limits,
-        net=net,
+        startup_timeout=check_timeout(startup_timeout),
+        limits=_limits_from_env(),
+        net=_net_from_env(),
     )
+
+
+def _is_missing(where: str | Path) -> bool:
+    return not os.path.lexists(os.path.abspath(os.path.expanduser(os.fspath(where))))
+
+
+def _reraise(where: str | Path) -> DataDir:
+    return open_data_dir(where)
 
 
 def _default_channel(kind: str, data: DataDir, settings: Settings) -> str:
     """The user's chosen channel; otherwise npm's `latest` dist-tag or the feed's default."""
-    chosen = (read_json_object(data.settings_file) or {}).get("channel")
-    if isinstance(chosen, str) and chosen:
+    chosen = load_fields(data.settings_file).text("channel", max_len=64)
+    if chosen:
         return chosen
     return "latest" if kind == "npm" else settings.channel
 

@@ -1,19 +1,31 @@
-"""The one HTTP path: bounded documents, streamed verified downloads, errors mapped once.
+"""The one HTTP path: bounded in time, bytes and memory; verified; errors mapped once.
 
-Only this module touches httpx; every httpx exception becomes a `desktop.core.errors`
-type here, so callers decide retry policy on types (transient vs deterministic).
+Only this module touches httpx; every httpx exception becomes a `desktop.core.errors` type
+here. Both registry kinds (npm documents and tarballs, TUF metadata and targets) go through
+`Fetcher`:
+
+* every request has a minimum average rate after a grace period, documents an overall
+  deadline, and a per-read timeout: a server that drips one byte every few seconds fails;
+* identity encoding is asked for; a server that encodes anyway gets at most one layer
+  decoded, streaming, with every cap counted on decoded bytes as they arrive (a 3.5 KB
+  `gzip, gzip` answer cannot become 4 GB in memory);
+* downloads go to `<dest>.part` in the data dir (opened without following symlinks), resume
+  with Range + If-Range, are checked for length and digest, fsync'd and renamed;
+* an HTML page or an encoded body where an archive was expected gets its own message.
+The transport is injectable (httpx.MockTransport in unit tests).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
+import contextlib
+import errno
 import ipaddress
 import json
 import logging
 import os
 import shutil
+import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +35,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from desktop import __version__
+from desktop.core.digests import Integrity
 from desktop.core.errors import (
     CancelledError,
     DigestMismatchError,
@@ -30,62 +43,24 @@ from desktop.core.errors import (
     DownloadError,
     NetworkError,
     RegistryError,
+    StateError,
+    UnexpectedContentError,
     UsageError,
 )
 from desktop.core.limits import NetConfig
-from desktop.core.state import atomic_write_json, read_json_object
+from desktop.core.state import atomic_write_json, fsync_dir, read_json_object
+from desktop.core.text import redact_url
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int | None], None]
 Cancel = Callable[[], bool]
 
-CHUNK = 256 * 1024
+OUT_CHUNK = 256 * 1024
 MAX_REDIRECTS = 5
-_SRI_ORDER = ("sha512", "sha384", "sha256", "sha1")
-
-
-@dataclass(frozen=True)
-class Integrity:
-    """A digest the downloaded bytes must match (SRI `sha512-<base64>` or an npm `shasum`)."""
-
-    algorithm: str
-    digest: bytes
-
-    @classmethod
-    def parse(cls, integrity: object, shasum: object = None) -> Integrity | None:
-        """The strongest usable digest from an SRI string, else from a hex sha1 `shasum`."""
-        candidates: dict[str, bytes] = {}
-        if isinstance(integrity, str):
-            for token in integrity.split():
-                algo, _, value = token.partition("-")
-                algo = algo.lower()
-                if algo not in _SRI_ORDER or not value:
-                    continue
-                try:
-                    raw = base64.b64decode(value.split("?")[0], validate=True)
-                except (binascii.Error, ValueError):
-                    continue
-                if len(raw) == hashlib.new(algo).digest_size:
-                    candidates[algo] = raw
-        if not candidates and isinstance(shasum, str):
-            try:
-                raw = bytes.fromhex(shasum)
-            except ValueError:
-                raw = b""
-            if len(raw) == 20:
-                candidates["sha1"] = raw
-        for algo in _SRI_ORDER:
-            if algo in candidates:
-                return cls(algo, candidates[algo])
-        return None
-
-    @property
-    def sri(self) -> str:
-        return f"{self.algorithm}-{base64.b64encode(self.digest).decode()}"
-
-    def hasher(self) -> hashlib._Hash:
-        return hashlib.new(self.algorithm)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_HTML_STARTS = (b"<!doctype", b"<html", b"<head", b"<body", b"<?xml", b"<title")
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -101,12 +76,26 @@ def is_loopback_host(host: str | None) -> bool:
 
 def check_url(url: str) -> str:
     """Refuse anything but https, except plain http to a loopback host."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise UsageError(f"refusing registry URL {redact_url(url)!r}: it does not parse") from None
     if parts.scheme == "https" and parts.hostname:
         return url
     if parts.scheme == "http" and is_loopback_host(parts.hostname):
         return url
-    raise UsageError(f"refusing registry URL {url!r}: only https (or http on a loopback host) is allowed")
+    raise UsageError(f"refusing registry URL {redact_url(url)!r}: only https (or http on a loopback host) "
+                     "is allowed")
+
+
+def host_of(url: str) -> str:
+    """The host (and port) of `url`, for messages: never the credentials."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        return f"{host}:{parts.port}" if parts.port else host
+    except ValueError:
+        return "?"
 
 
 @dataclass(frozen=True)
@@ -122,30 +111,100 @@ class Document:
         return self.status == 304
 
 
-def ensure_free_space(directory: Path, needed: int, reserve: int) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(directory).free
-    if free < needed + reserve:
-        raise DiskSpaceError(
-            f"not enough disk space in {directory}: need {_mb(needed + reserve)}, have {_mb(free)}")
+def free_bytes(directory: Path) -> int:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return 0
 
 
-def _mb(n: int) -> str:
+def mb(n: int) -> str:
     return f"{n / 1048576:.1f} MB"
 
 
-class Fetcher:
-    """A shared httpx client with the project's URL policy, caps and error mapping."""
+def ensure_free_space(directory: Path, needed: int, reserve: int) -> None:
+    free = free_bytes(directory)
+    if free < needed + reserve:
+        raise DiskSpaceError(f"not enough disk space: need {mb(needed + reserve)}, have {mb(free)} "
+                             f"(in {directory})")
 
-    def __init__(self, config: NetConfig | None = None) -> None:
+
+class _Decoder:
+    """At most one Content-Encoding layer, decoded incrementally with bounded output pieces."""
+
+    def __init__(self, header: str | None, url: str) -> None:
+        names = [n.strip().lower() for n in (header or "").split(",") if n.strip()]
+        names = [n for n in names if n != "identity"]
+        self.encoding = names[0] if names else None
+        self._z: zlib._Decompress | None = None
+        if len(names) > 1:
+            raise UnexpectedContentError(f"{host_of(url)} encoded the response {len(names)} times "
+                                         f"({header}); refusing it")
+        if self.encoding in ("gzip", "x-gzip"):
+            self._z = zlib.decompressobj(wbits=31)
+        elif self.encoding == "deflate":
+            self._z = zlib.decompressobj(wbits=47)
+        elif self.encoding is not None:
+            raise UnexpectedContentError(f"{host_of(url)} sent an unsupported content encoding "
+                                         f"{self.encoding!r}")
+        self.url = url
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if self._z is None:
+            yield data
+            return
+        try:
+            out = self._z.decompress(data, OUT_CHUNK)
+            while True:
+                if out:
+                    yield out
+                if not self._z.unconsumed_tail:
+                    break
+                out = self._z.decompress(self._z.unconsumed_tail, OUT_CHUNK)
+        except zlib.error:
+            raise UnexpectedContentError(f"{host_of(self.url)} sent a body that does not decode as "
+                                         f"{self.encoding}") from None
+
+    def finish(self) -> None:
+        if self._z is not None and not self._z.eof:
+            raise DownloadError(f"the {self.encoding} body from {host_of(self.url)} ended early")
+
+
+class _Clock:
+    """Deadline and minimum average rate of one response."""
+
+    def __init__(self, net: NetConfig, url: str, deadline: float | None) -> None:
+        self.net = net
+        self.url = url
+        self.started = time.monotonic()
+        self.deadline = deadline
+        self.received = 0
+
+    def check(self, got: int) -> None:
+        self.received += got
+        elapsed = time.monotonic() - self.started
+        if self.deadline is not None and elapsed > self.deadline:
+            raise NetworkError(f"{host_of(self.url)} took longer than {self.deadline:g} s to answer")
+        if elapsed > self.net.rate_grace and self.received / elapsed < self.net.min_rate:
+            raise NetworkError(f"{host_of(self.url)} is too slow ({self.received / elapsed:.0f} bytes/s "
+                               f"for {elapsed:.0f} s)")
+
+
+class Fetcher:
+    """A shared httpx client with the project's URL policy, bounds and error mapping."""
+
+    def __init__(self, config: NetConfig | None = None, *, transport: httpx.BaseTransport | None = None) -> None:
         self.config = config or NetConfig()
+        self.bytes_received = 0
+        self.requests = 0
         timeout = httpx.Timeout(self.config.read_timeout, connect=self.config.connect_timeout)
         # trust_env: honour HTTP(S)_PROXY / NO_PROXY like every other tool on the machine.
         self._client = httpx.Client(
             timeout=timeout,
             follow_redirects=False,
-            trust_env=True,
-            headers={"User-Agent": f"desktop-shell/{__version__}"},
+            trust_env=transport is None,
+            transport=transport,
+            headers={"User-Agent": f"desktop-shell/{__version__}", "Accept-Encoding": "identity"},
         )
 
     def close(self) -> None:
@@ -164,6 +223,7 @@ class Fetcher:
         try:
             for _ in range(MAX_REDIRECTS + 1):
                 request = self._client.build_request("GET", current, headers=headers)
+                self.requests += 1
                 response = self._client.send(request, stream=True)
                 if response.is_redirect and "location" in response.headers:
                     response.close()
@@ -174,22 +234,37 @@ class Fetcher:
                 finally:
                     response.close()
                 return
-            raise NetworkError(f"too many redirects fetching {url}")
-        except httpx.TimeoutException as exc:
-            raise NetworkError(f"timed out talking to {urlsplit(current).netloc}") from exc
+            raise NetworkError(f"too many redirects fetching from {host_of(url)}")
+        except httpx.TimeoutException:
+            raise NetworkError(f"timed out talking to {host_of(current)}") from None
         except httpx.HTTPError as exc:
-            raise NetworkError(f"cannot reach {urlsplit(current).netloc}: {_describe(exc)}") from exc
+            raise NetworkError(f"cannot reach {host_of(current)}: {_describe(exc)}") from None
 
-    @contextmanager
-    def stream(self, url: str, headers: dict[str, str] | None = None) -> Iterator[httpx.Response]:
-        """Like `open`, but a status other than 200/206/304 raises the mapped error."""
-        with self.open(url, headers) as response:
-            _raise_for_status(response, str(response.url))
-            yield response
-
-    def iter_body(self, response: httpx.Response) -> Iterator[bytes]:
-        """The decoded body in chunks, with transport errors mapped."""
-        return _iter_bytes(response, str(response.url), raw=False)
+    def body(self, response: httpx.Response, *, limit: int, deadline: float | None,
+             cancel: Cancel | None = None) -> Iterator[bytes]:
+        """The decoded body in pieces: deadline, rate, cap and cancel enforced as bytes arrive."""
+        url = str(response.url)
+        decoder = _Decoder(response.headers.get("content-encoding"), url)
+        clock = _Clock(self.config, url, deadline)
+        decoded = 0
+        try:
+            for raw in response.iter_raw():
+                if cancel is not None and cancel():
+                    raise CancelledError("download cancelled")
+                self.bytes_received += len(raw)
+                clock.check(len(raw))
+                for piece in decoder.feed(raw):
+                    decoded += len(piece)
+                    if decoded > limit:
+                        raise DownloadError(f"{host_of(url)} sent more than the expected {limit} bytes")
+                    yield piece
+        except httpx.TimeoutException:
+            raise NetworkError(f"timed out reading from {host_of(url)}") from None
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise DownloadError(f"the download from {host_of(url)} was interrupted: {_describe(exc)}") from None
+        except httpx.HTTPError as exc:
+            raise NetworkError(f"cannot download from {host_of(url)}: {_describe(exc)}") from None
+        decoder.finish()
 
     def get_document(self, url: str, *, accept: str = "application/json", etag: str | None = None,
                      max_bytes: int | None = None) -> Document:
@@ -198,139 +273,192 @@ class Fetcher:
         headers = {"Accept": accept}
         if etag:
             headers["If-None-Match"] = etag
-        with self.stream(url, headers) as response:
+        with self.open(url, headers) as response:
+            raise_for_status(response, url)
             if response.status_code == 304:
                 return Document(304, b"", etag)
-            declared = _content_length(response)
+            declared = content_length(response)
             if declared is not None and declared > limit:
-                raise RegistryError(f"registry document at {url} is larger than {_mb(limit)}")
+                raise RegistryError(f"the registry document at {redact_url(url)} is larger than {mb(limit)}")
             body = bytearray()
-            for chunk in _iter_bytes(response, url, raw=False):
-                body += chunk
-                if len(body) > limit:
-                    raise RegistryError(f"registry document at {url} is larger than {_mb(limit)}")
-            if declared is not None and "content-encoding" not in response.headers and len(body) != declared:
-                raise DownloadError(f"registry document at {url} was truncated")
+            for piece in self.body(response, limit=limit, deadline=self.config.document_deadline):
+                body += piece
+            if declared is not None and len(body) != declared:
+                raise DownloadError(f"the registry document at {redact_url(url)} was truncated")
             return Document(response.status_code, bytes(body), response.headers.get("etag"))
 
-    def get_json(self, url: str, **kwargs: object) -> tuple[Document, object]:
-        document = self.get_document(url, **kwargs)  # type: ignore[arg-type]
+    def get_json(self, url: str, *, accept: str = "application/json", etag: str | None = None,
+                 max_bytes: int | None = None) -> tuple[Document, object]:
+        document = self.get_document(url, accept=accept, etag=etag, max_bytes=max_bytes)
         if document.not_modified:
             return document, None
+        if document.body.lstrip()[:1] == b"<":
+            raise UnexpectedContentError(f"{host_of(url)} answered with an HTML page instead of the registry's "
+                                         "JSON (a proxy or a login page?)")
         try:
             return document, json.loads(document.body)
-        except (ValueError, UnicodeDecodeError):
-            raise RegistryError(f"registry answer from {url} is not valid JSON") from None
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise RegistryError(f"the registry answer from {redact_url(url)} is not valid JSON") from None
 
-    def download(self, url: str, dest: Path, *, size: int | None = None,
-                 integrity: Integrity | None = None, progress: Progress | None = None,
-                 cancel: Cancel | None = None) -> None:
+    def download(self, url: str, dest: Path, *, size: int | None = None, integrity: Integrity | None = None,
+                 progress: Progress | None = None, cancel: Cancel | None = None) -> int:
         """Stream `url` into `dest`, verifying size and digest; resumes a previous `dest.part`.
 
-        The archive is never held in memory: chunks go to disk and into the hasher. On a
-        digest mismatch the partial bytes are deleted (they can never become right).
+        Returns the bytes received from the network. Bytes that do not match are deleted (they
+        can never become right) and reported as DigestMismatchError: a transient failure.
         """
+        received_before = self.bytes_received
+        for attempt in range(2):
+            restart = self._download_once(url, dest, size, integrity, progress, cancel, fresh=attempt > 0)
+            if not restart:
+                return self.bytes_received - received_before
+        raise DownloadError(f"the server at {host_of(url)} keeps refusing to resume the download")
+
+    def _download_once(self, url: str, dest: Path, size: int | None, integrity: Integrity | None,
+                       progress: Progress | None, cancel: Cancel | None, *, fresh: bool) -> bool:
         part = dest.with_name(dest.name + ".part")
         meta_path = dest.with_name(dest.name + ".part.json")
         limit = size if size is not None else self.config.max_download_bytes
-        have = part.stat().st_size if part.exists() else 0
-        validator = _read_validator(meta_path) if have else None
+        have = 0 if fresh else _part_size(part)
+        validator = _read_validator(meta_path, url) if have else None
         if have and (validator is None or have > limit):
             have = 0
-        headers: dict[str, str] = {"Accept-Encoding": "identity"}
+        headers: dict[str, str] = {}
         if have and validator:
             headers["Range"] = f"bytes={have}-"
             headers["If-Range"] = validator
-        ensure_free_space(dest.parent, (size or 0) - have, self.config.min_free_bytes)
         with self.open(url, headers) as response:
-            restart = response.status_code == 416 and have > 0
-            if not restart:
-                _raise_for_status(response, url)
-                done, total, hasher = self._receive(response, url, part, meta_path, have, limit, size,
-                                                    integrity, progress, cancel)
-        if restart:
-            # The partial file already holds everything (killed just before the rename) or more
-            # than the server has: start over rather than trust it. Without a part there is no
-            # Range header, so this happens at most once.
-            part.unlink(missing_ok=True)
-            meta_path.unlink(missing_ok=True)
-            return self.download(url, dest, size=size, integrity=integrity, progress=progress, cancel=cancel)
-        if total is not None and done != total:
-            raise DownloadError(f"download of {url} ended after {done} of {total} bytes")
-        if size is not None and done != size:
-            raise DownloadError(f"download of {url} is {done} bytes, expected {size}")
-        if hasher and integrity and hasher.digest() != integrity.digest:
-            part.unlink(missing_ok=True)
-            meta_path.unlink(missing_ok=True)
-            raise DigestMismatchError(f"{integrity.algorithm} digest of {url} does not match the registry")
-        os.replace(part, dest)
-        meta_path.unlink(missing_ok=True)
-
-    def _receive(self, response: httpx.Response, url: str, part: Path, meta_path: Path, have: int, limit: int,
-                 size: int | None, integrity: Integrity | None, progress: Progress | None,
-                 cancel: Cancel | None) -> tuple[int, int | None, hashlib._Hash | None]:
-        """Write the body to `part` (appending when the server honoured the Range), hashing it."""
-        hasher = integrity.hasher() if integrity else None
-        if response.status_code == 206 and have and _range_start(response) == have:
-            mode = "ab"
-            if hasher:
+            if response.status_code == 416 and have:
+                # The partial file already holds everything (killed just before the rename) or more
+                # than the server has: start over rather than trust it.
+                _discard(part, meta_path)
+                return True
+            raise_for_status(response, url)
+            if "text/html" in response.headers.get("content-type", "").lower():
+                raise UnexpectedContentError(f"{host_of(url)} answered with an HTML page instead of the release "
+                                             "archive (a proxy or a captive portal?)")
+            encoded = "content-encoding" in response.headers
+            resume = (response.status_code == 206 and have > 0 and not encoded
+                      and _range_start(response) == have)
+            if response.status_code == 206 and not resume:
+                _discard(part, meta_path)
+                return True
+            if not resume:
+                have = 0
+            declared = content_length(response)
+            total = have + declared if declared is not None else size
+            if total is not None and total > limit:
+                raise DownloadError(f"{host_of(url)} announced {total} bytes, more than the expected {limit}")
+            new_validator = response.headers.get("etag") or response.headers.get("last-modified")
+            if new_validator and not encoded:
+                with contextlib.suppress(StateError):
+                    atomic_write_json(meta_path, {"validator": new_validator, "url": redact_url(url)})
+            elif not resume:
+                with contextlib.suppress(OSError):
+                    meta_path.unlink()
+            hasher = integrity.hasher() if integrity else None
+            if resume and hasher is not None:
                 _hash_file(part, hasher)
-            log.info("resuming download of %s at %d bytes", url, have)
-        else:
-            mode, have = "wb", 0
-        declared = _content_length(response)
-        total = have + declared if declared is not None else size
-        if total is not None and total > limit:
-            raise DownloadError(f"{url} is {total} bytes, more than the expected {limit}")
-        new_validator = response.headers.get("etag") or response.headers.get("last-modified")
-        if new_validator:
-            atomic_write_json(meta_path, {"validator": new_validator, "url": url})
-        done = have
+                log.info("resuming the download from %s at %d bytes", host_of(url), have)
+            done = self._receive(response, url, part, have, limit, total, hasher, progress, cancel, resume)
+        if total is not None and done != total:
+            raise DownloadError(f"the download from {host_of(url)} ended after {done} of {total} bytes")
+        if size is not None and done != size:
+            _discard(part, meta_path)
+            raise DigestMismatchError(f"the download from {host_of(url)} is {done} bytes, the release is {size}")
+        if hasher is not None and integrity is not None and hasher.digest() != integrity.digest:
+            _discard(part, meta_path)
+            raise DigestMismatchError(f"the {integrity.algorithm} digest of the download from {host_of(url)} does "
+                                      "not match the release (a proxy, a CDN or a mirror changed the bytes); "
+                                      "will retry")
         try:
-            with open(part, mode) as out:
-                for chunk in _iter_bytes(response, url):
-                    if cancel is not None and cancel():
-                        raise CancelledError("download cancelled")
-                    done += len(chunk)
-                    if done > limit:
-                        raise DownloadError(f"{url} sent more than the expected {limit} bytes")
-                    out.write(chunk)
-                    if hasher:
-                        hasher.update(chunk)
+            os.replace(part, dest)
+        except OSError as exc:
+            raise DownloadError(f"cannot keep the download: {exc.strerror or exc}") from None
+        fsync_dir(dest.parent)
+        with contextlib.suppress(OSError):
+            meta_path.unlink()
+        return False
+
+    def _receive(self, response: httpx.Response, url: str, part: Path, have: int, limit: int,
+                 total: int | None, hasher: object, progress: Progress | None, cancel: Cancel | None,
+                 resume: bool) -> int:
+        """Write the body to `part` (appending when the server honoured the Range), hashing it."""
+        flags = os.O_WRONLY | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | (os.O_APPEND if resume else os.O_TRUNC)
+        try:
+            fd = os.open(part, flags, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                # Someone replaced the partial file with a link: never write through it.
+                part.unlink(missing_ok=True)
+                fd = os.open(part, flags | os.O_EXCL, 0o600)
+            else:
+                raise DownloadError(f"cannot write {part}: {exc.strerror or exc}") from None
+        done = have
+        first = not resume
+        try:
+            with os.fdopen(fd, "ab" if resume else "wb") as out:
+                for piece in self.body(response, limit=limit - have, deadline=None, cancel=cancel):
+                    if first:
+                        first = False
+                        if piece.lstrip()[:9].lower().startswith(_HTML_STARTS):
+                            raise UnexpectedContentError(
+                                f"{host_of(url)} answered with an HTML page instead of the release archive "
+                                "(a proxy or a captive portal?)")
+                    out.write(piece)
+                    if hasher is not None:
+                        hasher.update(piece)  # type: ignore[attr-defined]
+                    done += len(piece)
                     if progress:
                         progress(done, total)
                 out.flush()
                 os.fsync(out.fileno())
         except OSError as exc:
-            if exc.errno == 28:
-                raise DiskSpaceError(f"disk full while downloading {url}") from exc
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                size = done
+                _discard(part, part.with_name(part.name + ".json"))
+                free = free_bytes(part.parent)
+                need = (total or size) + self.config.min_free_bytes
+                raise DiskSpaceError(f"not enough disk space: need {mb(need)}, have {mb(free + size)}") from None
+            raise DownloadError(f"cannot write {part}: {exc.strerror or exc}") from None
+        except UnexpectedContentError:
+            _discard(part, part.with_name(part.name + ".json"))
             raise
-        return done, total, hasher
+        return done
 
 
-def _iter_bytes(response: httpx.Response, url: str, raw: bool = True) -> Iterator[bytes]:
+def _part_size(part: Path) -> int:
+    """Size of a regular partial download; a symlink (or anything else) is removed, never followed."""
     try:
-        yield from (response.iter_raw() if raw else response.iter_bytes())
-    except httpx.TimeoutException as exc:
-        raise NetworkError(f"timed out downloading {url}") from exc
-    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        raise DownloadError(f"download of {url} was interrupted: {_describe(exc)}") from exc
-    except httpx.HTTPError as exc:
-        raise NetworkError(f"cannot download {url}: {_describe(exc)}") from exc
+        st = part.lstat()
+    except OSError:
+        return 0
+    if not os.path.isfile(part) or part.is_symlink():
+        with contextlib.suppress(OSError):
+            part.unlink()
+        return 0
+    return st.st_size
 
 
-def _raise_for_status(response: httpx.Response, url: str) -> None:
+def _discard(part: Path, meta: Path) -> None:
+    for path in (part, meta):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def raise_for_status(response: httpx.Response, url: str) -> None:
     code = response.status_code
     if code in (200, 206, 304):
         return
+    where = redact_url(url)
     if code >= 500 or code in (408, 429):
-        raise NetworkError(f"registry error: HTTP {code} for {url}")
+        raise NetworkError(f"registry error: HTTP {code} for {where}")
     if code in (404, 410):
-        raise RegistryError(f"not found: HTTP {code} for {url}")
-    raise RegistryError(f"registry refused the request: HTTP {code} for {url}")
+        raise RegistryError(f"not found: HTTP {code} for {where}")
+    raise RegistryError(f"the registry refused the request: HTTP {code} for {where}")
 
 
-def _content_length(response: httpx.Response) -> int | None:
+def content_length(response: httpx.Response) -> int | None:
     value = response.headers.get("content-length")
     if value is None or "content-encoding" in response.headers:
         return None
@@ -350,18 +478,19 @@ def _range_start(response: httpx.Response) -> int | None:
         return None
 
 
-def _read_validator(meta_path: Path) -> str | None:
+def _read_validator(meta_path: Path, url: str) -> str | None:
     meta = read_json_object(meta_path) or {}
     value = meta.get("validator")
-    return value if isinstance(value, str) else None
+    return value if isinstance(value, str) and meta.get("url") == redact_url(url) else None
 
 
-def _hash_file(path: Path, hasher: hashlib._Hash) -> None:
-    with open(path, "rb") as handle:
+def _hash_file(path: Path, hasher: object) -> None:
+    fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(chunk)
+            hasher.update(chunk)  # type: ignore[attr-defined]
 
 
 def _describe(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return redact_url(text[0]) if text else type(exc).__name__

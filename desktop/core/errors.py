@@ -9,6 +9,7 @@
     │   ├── NetworkError         connection refused, timeout, 5xx, too slow, past the deadline
     │   ├── RegistryError        the registry's answer is unusable (garbage, too big, 404)
     │   ├── DownloadError        truncated download, more than announced
+    │   ├── BusyError            another process is staging in this data dir
     │   ├── DigestMismatchError  the bytes do not match the registry's or the signed length/digest
     │   │   └── UnexpectedContentError  plainly not the archive (an HTML page, an encoded body)
     │   └── DiskSpaceError       not enough free space to download or extract
@@ -61,6 +62,10 @@ class RegistryError(TransientError):
 
 class DownloadError(TransientError):
     """A download ended early or sent more than announced."""
+
+
+class BusyError(TransientError):
+    """Another process holds the staging lock of this data dir."""
 
 
 class DigestMismatchError(TransientError):

@@ -1,8 +1,13 @@
-"""Failure memory: transient failures back off, deterministic ones are pinned per artefact."""
+"""Failure memory: transient failures back off; only invalid releases are pinned, per artefact.
+
+failures.json holds `pinned` (version -> the artefact digest whose freshly verified bytes
+were an invalid release, and why) and `transient` (consecutive transient failures, the last
+error, when to retry). A digest mismatch is transient (a proxy, a CDN or a torn file), so it
+is never pinned. skipped-versions.json holds the versions the user chose to skip.
+"""
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,22 +16,14 @@ from typing import Any
 from packaging.version import Version
 
 from desktop import __version__
-from desktop.core.errors import DesktopError, DigestMismatchError, HostGateError, InvalidReleaseError
-from desktop.core.state import atomic_write_json, read_json_object
+from desktop.core import policy
+from desktop.core.errors import DesktopError, HostGateError, NativeDepError
+from desktop.core.results import FailureClass
+from desktop.core.state import Fields, atomic_write_json, clip, load_fields
+from desktop.core.text import one_line
 from desktop.core.versions import parse_version
 
-BACKOFF_BASE_S = 60.0
-BACKOFF_MAX_S = 6 * 3600.0
-MISMATCHES_TO_PIN = 2
-
-
-def backoff_delay(failures: int, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_MAX_S,
-                  jitter: float = 0.0) -> float:
-    """Seconds to wait after `failures` consecutive transient failures (exponential, capped)."""
-    if failures <= 0:
-        return 0.0
-    delay: float = min(cap, base * 2.0 ** (failures - 1))
-    return delay * (1.0 + jitter * random.random())
+MAX_PINNED = 256
 
 
 @dataclass(frozen=True)
@@ -35,7 +32,7 @@ class PinnedFailure:
     artefact: str
     reason: str
     time: float
-    shell: str | None = None
+    shell: str | None = None  # set when the failure depends on this shell (host gate, native deps)
 
 
 @dataclass(frozen=True)
@@ -47,82 +44,121 @@ class TransientState:
 
 
 class FailureMemory:
-    """failures.json: what failed, so the same broken artefact is never fetched again."""
+    """failures.json: what failed, so the same invalid artefact is never fetched again."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def _load(self) -> dict[str, Any]:
-        return read_json_object(self.path) or {}
+    def _fields(self) -> Fields:
+        return load_fields(self.path)
 
     def pinned(self) -> dict[Version, PinnedFailure]:
-        raw = self._load().get("pinned")
+        fields = self._fields()
         result: dict[Version, PinnedFailure] = {}
-        if not isinstance(raw, dict):
-            return result
-        for key, value in raw.items():
+        for key, value in fields.mapping("pinned").items():
             version = parse_version(key)
             if version is None or not isinstance(value, dict):
                 continue
-            shell = value.get("shell")
-            result[version] = PinnedFailure(version, str(value.get("artefact", "")),
-                                            str(value.get("reason", "")), float(value.get("time", 0) or 0),
-                                            shell if isinstance(shell, str) else None)
+            entry = Fields(value, f"{self.path}:pinned:{key}")
+            result[version] = PinnedFailure(version, entry.text("artefact", "") or "",
+                                            entry.text("reason", "") or "", entry.number("time"),
+                                            entry.text("shell"))
         return result
 
-    def is_pinned(self, version: Version, artefact: str) -> bool:
+    def pinned_reason(self, version: Version, artefact: str) -> str | None:
+        """Why this exact artefact of `version` is not fetched again, or None."""
         entry = self.pinned().get(version)
         if entry is None or entry.artefact != artefact:
-            return False
-        return entry.shell is None or entry.shell == __version__
+            return None
+        if entry.shell is not None and entry.shell != __version__:
+            return None  # a newer shell may accept what this one refused
+        return entry.reason
 
     def transient(self) -> TransientState | None:
-        raw = self._load().get("transient")
-        if not isinstance(raw, dict) or not raw.get("count"):
+        fields = self._fields().sub("transient")
+        count = fields.integer("count", minimum=0)
+        if not count:
             return None
-        return TransientState(int(raw.get("count", 0)), str(raw.get("last_error", "")),
-                              float(raw.get("last_time", 0)), float(raw.get("next_retry", 0)))
+        return TransientState(count, fields.text("last_error", "") or "", fields.number("last_time"),
+                              fields.number("next_retry"))
 
     def record(self, version: Version | None, artefact: str, error: DesktopError,
                now: float | None = None) -> bool:
-        """Remember a failure; returns True when the artefact is now pinned (not retried)."""
+        """Remember a failure; returns True when the artefact is now pinned (not fetched again)."""
         now = time.time() if now is None else now
-        state = self._load()
-        pin = False
-        if isinstance(error, InvalidReleaseError) and version is not None:
-            pin = True
-            if isinstance(error, DigestMismatchError):
-                # One mismatch may be a flipped bit in transit; the same mismatch twice is the artefact.
-                mismatches = state.setdefault("mismatches", {})
-                key = f"{version}|{artefact}"
-                mismatches[key] = int(mismatches.get(key, 0)) + 1
-                pin = mismatches[key] >= MISMATCHES_TO_PIN
-        if pin and version is not None:
-            state.setdefault("pinned", {})[str(version)] = {
-                "artefact": artefact, "reason": str(error), "time": now,
-                # A host-gate refusal depends on this shell: a newer shell tries the release again.
-                "shell": __version__ if isinstance(error, HostGateError) else None}
-        else:
-            raw = state.get("transient")
-            previous: dict[str, Any] = raw if isinstance(raw, dict) else {}
-            count = int(previous.get("count", 0)) + 1
-            state["transient"] = {"count": count, "last_error": str(error), "last_time": now,
-                                  "next_retry": now + backoff_delay(count)}
+        state: dict[str, Any] = dict(self._fields().obj)
+        kind = policy.classify(error)
+        if kind is FailureClass.CANCELLED:
+            return False
+        if kind is FailureClass.DETERMINISTIC and version is not None:
+            pinned = dict(self._fields().mapping("pinned"))
+            pinned[str(version)] = {
+                "artefact": artefact, "reason": clip(one_line(str(error)), 500), "time": now,
+                # A host-gate or native-dep refusal depends on this shell: a newer shell tries again.
+                "shell": __version__ if isinstance(error, HostGateError | NativeDepError) else None}
+            state["pinned"] = dict(sorted(pinned.items(), key=lambda kv: _time(kv[1]))[-MAX_PINNED:])
+            atomic_write_json(self.path, state)
+            return True
+        previous = self._fields().sub("transient")
+        count = previous.integer("count", minimum=0) + 1
+        state["transient"] = {"count": count, "last_error": clip(one_line(str(error)), 500), "last_time": now,
+                              "next_retry": now + policy.backoff(count)}
         atomic_write_json(self.path, state)
-        return pin
+        return False
 
     def record_success(self) -> None:
-        state = self._load()
+        state = dict(self._fields().obj)
         if state.pop("transient", None) is not None:
             atomic_write_json(self.path, state)
 
-    def clear(self, version: Version | None = None) -> None:
-        state = self._load()
-        pinned = state.get("pinned")
-        if isinstance(pinned, dict):
-            for key in list(pinned):
-                if version is None or parse_version(key) == version:
-                    del pinned[key]
-        if version is None:
-            state.pop("mismatches", None)
+    def clear(self, version: Version | None = None) -> list[Version]:
+        """Forget pinned failures (of one version or all) and the backoff; returns the versions unpinned."""
+        state = dict(self._fields().obj)
+        pinned = dict(self._fields().mapping("pinned"))
+        removed = [v for k in list(pinned) if (v := parse_version(k)) is not None
+                   and (version is None or v == version)]
+        for key in list(pinned):
+            if version is None or parse_version(key) == version:
+                del pinned[key]
+        state["pinned"] = pinned
+        state.pop("transient", None)
+        state.pop("mismatches", None)
         atomic_write_json(self.path, state)
+        return removed
+
+
+class SkippedVersions:
+    """skipped-versions.json: versions the user chose to skip (undone from the Updates panel)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[Version, float]:
+        result: dict[Version, float] = {}
+        for key, value in load_fields(self.path).obj.items():
+            version = parse_version(key)
+            if version is not None and isinstance(value, int | float) and not isinstance(value, bool):
+                result[version] = float(value)
+        return result
+
+    def skip(self, version: Version) -> None:
+        entries = self.load()
+        entries[version] = time.time()
+        atomic_write_json(self.path, {str(v): t for v, t in sorted(entries.items())})
+
+    def unskip(self, version: Version | None = None) -> list[Version]:
+        entries = self.load()
+        removed = [v for v in entries if version is None or v == version]
+        for v in removed:
+            del entries[v]
+        if removed:
+            atomic_write_json(self.path, {str(v): t for v, t in sorted(entries.items())})
+        return removed
+
+
+def _time(value: object) -> float:
+    if isinstance(value, dict):
+        t = value.get("time")
+        if isinstance(t, int | float) and not isinstance(t, bool):
+            return float(t)
+    return 0.0

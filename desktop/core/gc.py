@@ -1,84 +1,110 @@
-"""Garbage collection of old versions, stale partials and stale downloads."""
+"""Garbage collection of old versions, stale partials, orphan records and stale downloads.
+
+Never removed: the version any live shell runs (every lease counts), the pointer's, the last
+known-good, and a partial another process is writing (gc holds the staging lock). Bad
+versions go first; the newest other version is kept as well.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from dataclasses import dataclass
-from typing import Any
 
 from packaging.version import Version
 
+from desktop.core import policy
+from desktop.core.badlist import BadVersions
 from desktop.core.config import AppConfig
-from desktop.core.stager import clean_partials, remove_tree, stage_lock
-from desktop.core.state import fsync_dir, read_json_object, read_pointer
+from desktop.core.launching import trusted_versions
+from desktop.core.leases import Leases
+from desktop.core.pointer import read_pointer
+from desktop.core.results import GcReport
+from desktop.core.stager import clean_partials, stage_lock
+from desktop.core.state import fsync_dir
+from desktop.core.tree import remove_tree_quietly
 from desktop.core.versions import parse_version
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class GcResult:
-    removed: tuple[str, ...]
-    kept: tuple[str, ...]
-
-
-def running_info(config: AppConfig) -> dict[str, Any] | None:
-    """running.json, if the shell process that wrote it is still alive."""
-    info = read_json_object(config.data.running_file) or {}
-    pid = info.get("shell_pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return None
+def staged_versions(versions_dir: os.PathLike[str] | str) -> list[Version]:
+    """Complete version directories (named exactly by their normalized version)."""
+    found: list[Version] = []
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return info
+        names = os.listdir(versions_dir)
+    except OSError:
+        return found
+    for name in names:
+        version = parse_version(name) if not name.startswith(".") else None
+        if version is not None and str(version) == name and os.path.isdir(os.path.join(versions_dir, name)):
+            found.append(version)
+    return found
 
 
-def running_version(config: AppConfig) -> Version | None:
-    """The staged version a live shell process is running right now, if any."""
-    info = running_info(config)
-    return parse_version(info.get("version")) if info else None
-
-
-def collect(config: AppConfig) -> GcResult:
-    """Keep the pointer's version, the last known-good, the running one and `keep_versions`
-    others (newest first); remove everything else. Raises stager.Busy if a stage is running."""
+def collect(config: AppConfig) -> GcReport:
+    """Remove what no one needs; raises stager.Busy if a stage is running."""
     data = config.data
     removed: list[str] = []
+    problems: list[str] = []
     with stage_lock(data):
-        removed += [p.name for p in clean_partials(data)]
+        gone, stuck = clean_partials(data)
+        removed += gone
+        problems += [f"cannot remove {name}" for name in stuck]
         pointer = read_pointer(data.pointer_file)
-        protected = {v for v in (
-            pointer.version if pointer else None,
-            pointer.last_known_good if pointer else None,
-            running_version(config),
-        ) if v is not None}
-        staged: list[Version] = []
-        if data.versions_dir.is_dir():
-            for child in data.versions_dir.iterdir():
-                version = parse_version(child.name) if child.is_dir() else None
-                if version is None or str(version) != child.name:
-                    continue
-                staged.append(version)
-        others = sorted((v for v in staged if v not in protected), reverse=True)
-        keep = protected | set(others[: max(config.keep_versions, 0)])
-        for version in staged:
-            if version not in keep:
-                remove_tree(data.version_dir(version))
+        leases = Leases(data.leases_dir)
+        leases.clean_stale()
+        running = {lease.version for lease in leases.live()}
+        protected = running | {v for v in (pointer.version if pointer else None,
+                                           pointer.last_known_good if pointer else None) if v is not None}
+        bad = BadVersions(data.bad_file).load()
+        trusted = trusted_versions(pointer)
+        staged = staged_versions(data.versions_dir)
+        plan = policy.plan_gc(staged, protected=protected, is_bad=lambda v: bad.is_bad(v, trusted=trusted),
+                              keep_extra=config.keep_versions)
+        for version in plan.remove:
+            if remove_tree_quietly(data.version_dir(version)):
                 removed.append(str(version))
-        if removed:
+                with contextlib.suppress(OSError):
+                    data.record_file(version).unlink()
+            else:
+                problems.append(f"cannot remove version {version}")
+        if plan.remove:
             fsync_dir(data.versions_dir)
-        newest_kept = max(keep, default=None)
-        if data.downloads_dir.is_dir():
-            for leftover in data.downloads_dir.iterdir():
-                version = parse_version(leftover.name.split("-", 1)[0])
-                # Partial downloads of versions newer than anything kept may still resume.
-                if version is None or newest_kept is None or version <= newest_kept:
-                    leftover.unlink(missing_ok=True)
-                    removed.append(f"downloads/{leftover.name}")
+        kept = {str(v) for v in plan.keep}
+        removed += _orphan_records(config, kept)
+        newest_kept = max(plan.keep, default=None)
+        removed += _stale_downloads(config, newest_kept)
     log.info("gc removed %d entries", len(removed))
-    return GcResult(tuple(removed), tuple(str(v) for v in sorted(keep)))
+    return GcReport(tuple(removed), tuple(str(v) for v in sorted(plan.keep)), tuple(problems))
+
+
+def _orphan_records(config: AppConfig, kept: set[str]) -> list[str]:
+    removed: list[str] = []
+    try:
+        names = os.listdir(config.data.records_dir)
+    except OSError:
+        return removed
+    for name in names:
+        version = parse_version(name[:-5]) if name.endswith(".json") and not name.startswith(".") else None
+        if version is None or str(version) in kept or config.data.version_dir(version).is_dir():
+            continue
+        with contextlib.suppress(OSError):
+            (config.data.records_dir / name).unlink()
+            removed.append(f"records/{name}")
+    return removed
+
+
+def _stale_downloads(config: AppConfig, newest_kept: Version | None) -> list[str]:
+    removed: list[str] = []
+    try:
+        names = os.listdir(config.data.downloads_dir)
+    except OSError:
+        return removed
+    for name in names:
+        version = parse_version(name.split("-", 1)[0]) if "-" in name else None
+        # Partial downloads of versions newer than anything kept may still resume.
+        stale = version is None or newest_kept is None or version <= newest_kept
+        if stale and remove_tree_quietly(config.data.downloads_dir / name):
+            removed.append(f"downloads/{name}")
+    return removed

@@ -16,10 +16,18 @@ class ExtractLimits:
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Timeouts and caps for every request."""
+    """Timeouts, rates and caps for every request.
+
+    A server that drips one byte every few seconds resets a per-read timeout forever; so
+    every request also has a minimum average rate (after a grace period) and documents an
+    overall deadline (TUF's slow-retrieval protection).
+    """
 
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
+    document_deadline: float = 60.0
+    min_rate: float = 4096.0  # bytes per second, averaged over the whole response
+    rate_grace: float = 15.0  # seconds before the rate is enforced
     max_document_bytes: int = 16 * 1024 * 1024
     max_download_bytes: int = 4 * 1024 * 1024 * 1024
     min_free_bytes: int = 64 * 1024 * 1024

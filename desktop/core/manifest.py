@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
@@ -13,6 +12,8 @@ from pathlib import Path
 from packaging.version import Version
 
 from desktop.core.errors import HostGateError, ManifestError, NativeDepError
+from desktop.core.records import file_sha256
+from desktop.core.tree import walk
 from desktop.core.versions import admits, parse_version
 
 MANIFEST_NAME = "runtime.json"
@@ -95,40 +96,32 @@ def _is_safe_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\x00")
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _tree_signature(path: Path, hash_files: bool) -> dict[str, tuple[int, str]]:
+def _tree_signature(path: Path) -> dict[str, tuple[int, str]]:
     """Relative path -> (size or -1 for dirs, sha256 or link target) for a file or tree."""
-    result: dict[str, tuple[int, str]] = {}
-
-    def describe(p: Path, rel: str) -> None:
-        st = p.lstat()
-        if stat.S_ISLNK(st.st_mode):
-            result[rel] = (0, "link:" + os.readlink(p))
-        elif stat.S_ISDIR(st.st_mode):
-            result[rel] = (-1, "")
-            for child in sorted(os.listdir(p)):
-                describe(p / child, f"{rel}/{child}")
-        elif stat.S_ISREG(st.st_mode):
-            result[rel] = (st.st_size, file_digest(p) if hash_files else "")
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        return {".": (0, "link:" + os.readlink(path))}
+    if stat.S_ISREG(st.st_mode):
+        return {".": (st.st_size, file_sha256(path))}
+    if not stat.S_ISDIR(st.st_mode):
+        return {".": (-2, "special")}
+    result: dict[str, tuple[int, str]] = {".": (-1, "")}
+    for entry in walk(path):
+        if entry.is_link:
+            result[entry.rel] = (0, "link:" + os.readlink(entry.path))
+        elif entry.is_dir:
+            result[entry.rel] = (-1, "")
+        elif entry.is_file:
+            result[entry.rel] = (entry.st.st_size, file_sha256(entry.path))
         else:
-            result[rel] = (-2, "special")
-
-    describe(path, ".")
+            result[entry.rel] = (-2, "special")
     return result
 
 
 def native_matches(bundled: Path, staged: Path) -> bool:
     """Whether a staged native dependency is byte-identical to the bundled copy."""
     try:
-        return _tree_signature(bundled, True) == _tree_signature(staged, True)
+        return _tree_signature(bundled) == _tree_signature(staged)
     except OSError:
         return False
 

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Mapping, MutableMapping, Sequence
 
 RUNTIME_MODE_FLAG = "--run-runtime"
+GUARD_MODE_FLAG = "--guard"
 
 
 def restore_library_path(env: MutableMapping[str, str], source: Mapping[str, str]) -> None:
@@ -44,8 +45,17 @@ def restore_library_path(env: MutableMapping[str, str], source: Mapping[str, str
 
 
 def requested(argv: Sequence[str]) -> bool:
-    """Whether argv (without the program name) asks for runtime mode."""
-    return len(argv) > 0 and argv[0] == RUNTIME_MODE_FLAG
+    """Whether argv (without the program name) asks for runtime mode (or guardian mode)."""
+    return len(argv) > 0 and argv[0] in (RUNTIME_MODE_FLAG, GUARD_MODE_FLAG)
+
+
+def dispatch(argv: Sequence[str]) -> int:
+    """Run the mode `requested` said argv asks for."""
+    if argv[0] == GUARD_MODE_FLAG:
+        from desktop.core import guardian
+
+        return guardian.main(list(argv[1:]))
+    return run_runtime(argv[1:])
 
 
 def run_runtime(args: Sequence[str]) -> int:

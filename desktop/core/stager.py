@@ -1,18 +1,19 @@
-"""Staging one release: download, verify, extract, add native deps, verify, rename, point.
+"""Staging one release: download, verify, extract, add native deps, verify, record, durable, rename, point.
 
-Crash safety: every step before the rename works inside `versions/<v>.partial`, which
-no launcher ever looks at; the rename makes a complete, verified version appear at
-once; the pointer is written (atomically) only after the rename. A kill -9 at any
-instant therefore leaves the pointer on the old version or on the new, complete one.
+One stage at a time per data dir (a cross-process lock). A failure at any step removes the
+partial and leaves the pointer and every complete version untouched; a kill -9 at any
+instant leaves at worst a stale partial (removed by the next stage or gc) and a pointer that
+names a complete, verified version or nothing.
 """
 
 from __future__ import annotations
 
-import enum
+import contextlib
+import errno
 import gzip
-import hashlib
 import logging
 import os
+import secrets
 import shutil
 import struct
 import zipfile
@@ -24,36 +25,42 @@ from pathlib import Path
 import filelock
 from packaging.version import Version
 
+from desktop.core import faults
 from desktop.core.archive import detect_format, safe_extract
 from desktop.core.config import AppConfig
-from desktop.core.download import Cancel, ensure_free_space
-from desktop.core.errors import DesktopError, DiskSpaceError, InvalidReleaseError, ManifestError
+from desktop.core.digests import Integrity
+from desktop.core.download import ensure_free_space, free_bytes, mb
+from desktop.core.durable import make_durable
+from desktop.core.errors import (
+    DataDirError,
+    DesktopError,
+    DiskSpaceError,
+    InvalidReleaseError,
+    ManifestError,
+    StateError,
+)
+from desktop.core.launching import staged_problem
 from desktop.core.manifest import RuntimeManifest, verify_version_dir
 from desktop.core.paths import DataDir
-from desktop.core.registry import Registry, Release
-from desktop.core.state import Pointer, advance_pointer, change_pointer, fsync_dir
+from desktop.core.pointer import Pointer, advance_pointer, change_pointer
+from desktop.core.records import build_record, file_sha256, write_record
+from desktop.core.registry import Cancel, Registry, Release
+from desktop.core.results import Phase, Progress, UpdateOutcome
+from desktop.core.state import fsync_dir
+from desktop.core.tree import remove_tree, remove_tree_quietly
 
 log = logging.getLogger(__name__)
 
-StageProgress = Callable[[str, int, int | None], None]
-"""(phase, done, total): phase is "download", "extract" or "verify"."""
-
-
-class StageOutcome(enum.Enum):
-    STAGED = "staged"
-    UP_TO_DATE = "up-to-date"
-    ALREADY_STAGED = "already-staged"
-    BAD_VERSION = "bad-version"
-    BUSY = "busy"
-    FAILED = "failed"
+StageProgress = Callable[[Progress], None]
+UNPACKED_RATIO = 4  # estimate of unpacked size / archive size when the release does not say
 
 
 @dataclass(frozen=True)
 class StageResult:
-    outcome: StageOutcome
+    outcome: UpdateOutcome
     version: Version | None
-    error: DesktopError | None = None
-    downloaded: bool = False
+    bytes_downloaded: int = 0
+    delta: bool = False
 
 
 class Busy(Exception):
@@ -69,41 +76,40 @@ def stage_lock(data: DataDir, timeout: float = 0) -> Iterator[None]:
         lock.acquire()
     except filelock.Timeout:
         raise Busy() from None
+    except OSError as exc:
+        raise DataDirError(f"cannot lock {data.stage_lock}: {exc.strerror or exc}") from None
     try:
         yield
     finally:
         lock.release()
 
 
-def remove_tree(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink(missing_ok=True)
-    elif path.exists():
-        shutil.rmtree(path, ignore_errors=True)
+def is_leftover(name: str) -> bool:
+    """Names of stale staging leftovers in versions/ (never a complete version)."""
+    return (name.endswith(".partial") or ".partial." in name or ".damaged-" in name
+            or name.startswith("."))
 
 
-def clean_partials(data: DataDir) -> list[Path]:
-    """Remove stale `*.partial` (and extraction leftovers); call only while holding the lock."""
-    removed = []
-    if data.versions_dir.is_dir():
-        for child in data.versions_dir.iterdir():
-            if child.name.endswith(".partial") or ".partial." in child.name or child.name.startswith("."):
-                remove_tree(child)
-                removed.append(child)
+def clean_partials(data: DataDir) -> tuple[list[str], list[str]]:
+    """Remove stale partials and leftovers (call only under the lock): (removed, could not remove)."""
+    removed: list[str] = []
+    stuck: list[str] = []
+    try:
+        children = sorted(os.listdir(data.versions_dir))
+    except OSError:
+        return removed, stuck
+    for name in children:
+        if not is_leftover(name):
+            continue
+        if remove_tree_quietly(data.versions_dir / name):
+            removed.append(name)
+        else:
+            stuck.append(name)
+            log.warning("cannot remove the stale %s (is it owned by another user?); staging goes on without it",
+                        data.versions_dir / name)
     if removed:
         fsync_dir(data.versions_dir)
-    return removed
-
-
-def verify_staged(config: AppConfig, version: Version) -> bool:
-    """Whether `versions/<version>` is complete and launchable (manifest, entry, native deps)."""
-    try:
-        verify_version_dir(config.data.version_dir(version), expected=version,
-                           shell_version=config.shell_version, native_root=config.native_root)
-    except (InvalidReleaseError, OSError) as exc:
-        log.warning("staged version %s does not verify: %s", version, exc)
-        return False
-    return True
+    return removed, stuck
 
 
 def stage(config: AppConfig, registry: Registry, release: Release, *,
@@ -113,7 +119,7 @@ def stage(config: AppConfig, registry: Registry, release: Release, *,
         with stage_lock(config.data):
             return _stage_locked(config, registry, release, progress, cancel)
     except Busy:
-        return StageResult(StageOutcome.BUSY, release.version)
+        return StageResult(UpdateOutcome.BUSY, release.version)
 
 
 def _stage_locked(config: AppConfig, registry: Registry, release: Release,
@@ -122,49 +128,115 @@ def _stage_locked(config: AppConfig, registry: Registry, release: Release,
     version = release.version
     clean_partials(data)
     final = data.version_dir(version)
-    if final.exists():
-        if verify_staged(config, version):
-            moved = _point_at(data, version)
+    if os.path.lexists(final):
+        problem = staged_problem(config, version)
+        if problem is None:
+            moved = point_at(data, version)
             log.info("version %s is already staged%s", version, " (adopted)" if moved else "")
-            return StageResult(StageOutcome.ALREADY_STAGED, version)
-        log.warning("re-staging %s: its directory does not verify", version)
-        remove_tree(final)
-        fsync_dir(data.versions_dir)
-
-    archive = data.downloads_dir / f"{version}-{_artefact_tag(release)}.archive"
-    partial = data.partial_dir(version)
+            return StageResult(UpdateOutcome.ALREADY_STAGED, version)
+        log.warning("re-staging %s: its directory does not verify (%s)", version, problem)
+        _set_aside(final)
+    partial = _partial_path(data, version)
+    archive = data.downloads_dir / f"{version}-{release_tag(release)}.archive"
+    received = 0
     try:
-        if not archive.exists():
-            ensure_free_space(data.downloads_dir, release.size or 0, config.net.min_free_bytes)
-            registry.download(
+        if not _reusable(archive, release):
+            unpacked = release.unpacked_size or (release.size or 0) * UNPACKED_RATIO
+            part = archive.with_name(archive.name + ".part")
+            have = part.stat().st_size if part.is_file() and not part.is_symlink() else 0
+            ensure_free_space(data.downloads_dir, max((release.size or 0) - have, 0) + unpacked,
+                              config.net.min_free_bytes)
+            received = registry.download(
                 release, archive, cancel=cancel,
-                progress=(lambda done, total: progress("download", done, total)) if progress else None)
-        _check_extract_space(archive, data, config.net.min_free_bytes)
-        safe_extract(archive, partial, config.limits, cancel=cancel,
-                     progress=(lambda done: progress("extract", done, None)) if progress else None)
+                progress=(lambda done, total: progress(Progress(Phase.DOWNLOAD, done, total))) if progress else None)
+        faults.reached("after-download")
+        ensure_free_space(data.versions_dir, estimate_unpacked_size(archive, release),
+                          config.net.min_free_bytes)
+        extracted = [0]
+
+        def on_extract(done: int) -> None:
+            extracted[0] = done
+            faults.reached("mid-extract")
+            if progress:
+                progress(Progress(Phase.EXTRACT, done, release.unpacked_size))
+
+        safe_extract(archive, partial, config.limits, cancel=cancel, progress=on_extract)
         if progress:
-            progress("verify", 0, None)
-        _install_native(config, partial)
+            progress(Progress(Phase.VERIFY, 0, None))
+        manifest = _install_native(config, partial)
         verify_version_dir(partial, expected=version, shell_version=config.shell_version,
                            native_root=config.native_root)
-        _sync()
+        write_record(data.record_file(version), build_record(version, partial, manifest.entry, manifest.native))
+        faults.reached("partial-complete")
+        make_durable(partial)
         os.rename(partial, final)
         fsync_dir(data.versions_dir)
+        faults.reached("after-rename")
     except BaseException as exc:
-        remove_tree(partial)
+        remove_tree_quietly(partial)
         if isinstance(exc, InvalidReleaseError):
-            # The bytes are the problem: keeping them would only re-fail.
-            archive.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not isinstance(exc, DesktopError) and exc.errno == 28:
-            raise DiskSpaceError(f"disk full while staging {version}") from exc
+            # The bytes are the problem: keeping them would only fail again.
+            with contextlib.suppress(OSError):
+                archive.unlink()
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskSpaceError(f"not enough disk space to stage {version}: have "
+                                 f"{mb(free_bytes(data.versions_dir))} free") from None
+        if isinstance(exc, OSError) and not isinstance(exc, DesktopError):
+            raise StateError(f"cannot stage {version}: {exc.strerror or exc}") from None
         raise
-    archive.unlink(missing_ok=True)
-    _point_at(data, version)
+    with contextlib.suppress(OSError):
+        archive.unlink()
+    point_at(data, version)
     log.info("staged version %s", version)
-    return StageResult(StageOutcome.STAGED, version, downloaded=True)
+    return StageResult(UpdateOutcome.STAGED, version, received)
 
 
-def _point_at(data: DataDir, version: Version) -> bool:
+def _partial_path(data: DataDir, version: Version) -> Path:
+    """versions/<v>.partial, or a unique name beside it if a stale one cannot be removed."""
+    partial = data.partial_dir(version)
+    if os.path.lexists(partial) and not remove_tree_quietly(partial):
+        partial = data.versions_dir / f"{version}.{secrets.token_hex(4)}.partial"
+    return partial
+
+
+def _set_aside(final: Path) -> None:
+    """Remove a version directory that no longer verifies (moved aside first: the rename is atomic)."""
+    aside = final.with_name(f"{final.name}.damaged-{secrets.token_hex(4)}")
+    try:
+        os.rename(final, aside)
+    except OSError as exc:
+        raise StateError(f"cannot replace the damaged {final}: {exc.strerror or exc}") from None
+    fsync_dir(final.parent)
+    remove_tree_quietly(aside)
+
+
+def _reusable(archive: Path, release: Release) -> bool:
+    """A complete cached download is re-verified before every reuse."""
+    try:
+        st = archive.lstat()
+    except OSError:
+        return False
+    ok = archive.is_file() and not archive.is_symlink() and (release.size is None or st.st_size == release.size)
+    if ok and release.integrity is not None:
+        ok = _digest(archive, release.integrity) == release.integrity.digest
+    if not ok:
+        log.warning("the cached download %s does not match the release; downloading it again", archive.name)
+        with contextlib.suppress(OSError):
+            archive.unlink()
+    return ok
+
+
+def _digest(path: Path, integrity: Integrity) -> bytes:
+    if integrity.algorithm == "sha256":
+        return bytes.fromhex(file_sha256(path))
+    hasher = integrity.hasher()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(chunk)
+    return hasher.digest()
+
+
+def point_at(data: DataDir, version: Version) -> bool:
     """Move the pointer forward to `version` (never backwards); True if it moved."""
     def forward(pointer: Pointer | None) -> Pointer | None:
         if pointer is not None and pointer.version >= version:
@@ -175,33 +247,36 @@ def _point_at(data: DataDir, version: Version) -> bool:
     return new is not None and new.version == version
 
 
-def _install_native(config: AppConfig, partial: Path) -> None:
+def _install_native(config: AppConfig, partial: Path) -> RuntimeManifest:
     manifest = RuntimeManifest.load(partial)
     for name in manifest.native:
         source = config.native_root / name
         if not source.exists():
-            raise ManifestError(f"runtime needs native dependency {name!r}, which this shell does not bundle")
+            raise ManifestError(f"the runtime needs native dependency {name!r}, which this shell does not bundle")
         target = partial / name
-        remove_tree(target)
-        if source.is_dir():
-            shutil.copytree(source, target, symlinks=True)
-        else:
-            shutil.copy2(source, target)
+        try:
+            remove_tree(target)
+            if source.is_dir():
+                shutil.copytree(source, target, symlinks=True)
+            else:
+                shutil.copy2(source, target)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise ManifestError(f"cannot install native dependency {name!r}: {exc.strerror or exc}") from None
+    return manifest
 
 
-def _artefact_tag(release: Release) -> str:
+def release_tag(release: Release) -> str:
+    import hashlib
+
     return hashlib.sha256(release.artefact_key.encode()).hexdigest()[:16]
 
 
-def _sync() -> None:
-    # One filesystem-wide flush instead of an fsync per extracted file; the rename that
-    # follows must not reach the disk before the files it publishes.
-    if hasattr(os, "sync"):
-        os.sync()
-
-
-def estimate_unpacked_size(archive: Path) -> int:
-    """Cheap upper-bound-ish estimate of the unpacked size, to check disk space first."""
+def estimate_unpacked_size(archive: Path, release: Release) -> int:
+    """An estimate of the unpacked size, to check disk space before extracting."""
+    if release.unpacked_size:
+        return release.unpacked_size
     size = archive.stat().st_size
     try:
         fmt = detect_format(archive)
@@ -216,8 +291,5 @@ def estimate_unpacked_size(archive: Path) -> int:
                 return sum(info.file_size for info in zf.infolist())
     except (OSError, zipfile.BadZipFile, struct.error, gzip.BadGzipFile, InvalidReleaseError):
         return size
-    return size * 3
+    return size * UNPACKED_RATIO
 
-
-def _check_extract_space(archive: Path, data: DataDir, reserve: int) -> None:
-    ensure_free_space(data.versions_dir, estimate_unpacked_size(archive), reserve)

@@ -1,33 +1,36 @@
-"""State files: atomic writes, tolerant reads, the pointer and the bad-version list.
+"""State files: atomic writes and typed, tolerant reads.
 
-Every write goes temp file (same directory) -> fsync -> os.replace -> fsync of the
-directory, so a reader (or a process restarted after kill -9) sees the old file or
-the new one, never a torn one. A missing, empty, truncated or garbage file reads as
-"nothing" with a warning: the user never sees a crash from a state file.
+Every write goes temp file (same directory, 0600, never through a symlink) -> fsync ->
+os.replace -> fsync of the directory, so a reader (or a process restarted after kill -9)
+sees the old file or the new one, never a torn one. Every read goes through one typed
+reader: a missing, empty, oversized, truncated or garbage file, a symlink where a file
+should be, and fields of the wrong type all read as "nothing" / the field's default with a
+warning. The user never sees a traceback from a state file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
+import errno
 import json
 import logging
+import math
 import os
-import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import filelock
-from packaging.version import Version
-
+from desktop.core import faults
 from desktop.core.errors import StateError
-from desktop.core.versions import parse_version
 
 log = logging.getLogger(__name__)
 
 MAX_STATE_BYTES = 4 * 1024 * 1024
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_warned: set[tuple[str, str]] = set()
 
 
 def fsync_dir(path: Path) -> None:
@@ -44,219 +47,206 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that no reader ever sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def ensure_dir(path: Path) -> None:
+    """Create `path` (and parents) private to the user: 0700."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except FileExistsError as exc:
+        raise StateError(f"cannot create {path}: a file is in the way") from exc
+    except OSError as exc:
+        raise StateError(f"cannot create {path}: {exc.strerror or exc}") from exc
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, fault: str | None = None, fault_after: str | None = None,
+                       mode: int = 0o600) -> None:
+    """Replace `path` with `data` so that no reader ever sees a partial file.
+
+    `fault` / `fault_after` name fault points (desktop.core.faults) just before the rename
+    and just after it (before the directory is fsync'd).
+    """
+    directory = path.parent
+    tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        ensure_dir(directory)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, mode)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                if mode != 0o600:
+                    os.chmod(tmp, mode)
+                if fault:
+                    faults.reached(fault)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            if fault_after:
+                faults.reached(fault_after)
+            fsync_dir(directory)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StateError(f"cannot write {path}: the disk is full") from exc
             raise
-        fsync_dir(path.parent)
     except OSError as exc:
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-def atomic_write_json(path: Path, obj: object) -> None:
-    """Write `obj` as JSON atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def atomic_write_json(path: Path, obj: object, **kwargs: Any) -> None:
+    """Write `obj` as JSON (UTF-8, not ASCII-escaped) atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"), **kwargs)
 
 
-def read_json_object(path: Path) -> dict[str, Any] | None:
-    """The JSON object in `path`, or None (with a warning) if it is missing or unusable."""
+class ReadStatus(enum.Enum):
+    OK = "ok"
+    MISSING = "missing"
+    UNUSABLE = "unusable"  # exists but cannot be read or is not a JSON object of sane size
+
+
+@dataclass(frozen=True)
+class StateRead:
+    status: ReadStatus
+    obj: dict[str, Any] | None
+
+
+def read_state(path: Path, *, max_bytes: int = MAX_STATE_BYTES) -> StateRead:
+    """Read a JSON-object state file without following symlinks; say whether it was usable."""
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_STATE_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
     except FileNotFoundError:
-        return None
+        return StateRead(ReadStatus.MISSING, None)
+    except NotADirectoryError:
+        return StateRead(ReadStatus.MISSING, None)
     except OSError as exc:
-        log.warning("cannot read %s (%s); treating it as empty", path, exc)
-        return None
-    if len(raw) > MAX_STATE_BYTES:
-        log.warning("%s is too large; treating it as empty", path)
-        return None
+        reason = "it is a symlink" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+        log.warning("cannot read %s (%s); treating it as empty", path, reason)
+        return StateRead(ReadStatus.UNUSABLE, None)
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            raw = handle.read(max_bytes + 1)
+    except OSError as exc:
+        log.warning("cannot read %s (%s); treating it as empty", path, exc.strerror or exc)
+        return StateRead(ReadStatus.UNUSABLE, None)
+    if len(raw) > max_bytes:
+        log.warning("%s is larger than %d bytes; treating it as empty", path, max_bytes)
+        return StateRead(ReadStatus.UNUSABLE, None)
     if not raw.strip():
         log.warning("%s is empty; treating it as absent", path)
-        return None
+        return StateRead(ReadStatus.UNUSABLE, None)
     try:
         obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         log.warning("%s is not valid JSON; treating it as absent", path)
-        return None
+        return StateRead(ReadStatus.UNUSABLE, None)
     if not isinstance(obj, dict):
         log.warning("%s does not hold a JSON object; treating it as absent", path)
-        return None
-    return obj
+        return StateRead(ReadStatus.UNUSABLE, None)
+    return StateRead(ReadStatus.OK, obj)
+
+
+def read_json_object(path: Path, *, max_bytes: int = MAX_STATE_BYTES) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None (with a warning) if it is missing or unusable."""
+    return read_state(path, max_bytes=max_bytes).obj
 
 
 def remove_file(path: Path) -> None:
-    """Delete `path` durably if it exists."""
+    """Delete `path` durably if it exists (a symlink is removed, never followed)."""
     try:
         path.unlink()
     except FileNotFoundError:
         return
+    except OSError as exc:
+        raise StateError(f"cannot remove {path}: {exc.strerror or exc}") from exc
     fsync_dir(path.parent)
 
 
-@dataclass(frozen=True)
-class Pointer:
-    """current.json: the staged version to launch and what is known about it.
+class Fields:
+    """Typed access to one JSON object read from a state file.
 
-    `known_good` becomes true after the version's first healthy start ("commit");
-    `last_known_good` is the previous committed version, the rollback target.
+    A field of the wrong type reads as the default, with one warning per file and field:
+    `{"count": "3"}` is not a count, `{"time": true}` is not a time.
     """
 
-    version: Version
-    known_good: bool = False
-    last_known_good: Version | None = None
-    updated_at: float = 0.0
+    def __init__(self, obj: dict[str, Any] | None, source: Path | str) -> None:
+        self.obj = obj or {}
+        self.source = str(source)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": str(self.version),
-            "known_good": self.known_good,
-            "last_known_good": str(self.last_known_good) if self.last_known_good else None,
-            "updated_at": self.updated_at,
-        }
+    def _bad(self, key: str, expected: str) -> None:
+        mark = (self.source, key)
+        if mark not in _warned:
+            _warned.add(mark)
+            log.warning("%s: field %r is not %s; ignoring it", self.source, key, expected)
 
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Pointer | None:
-        version = parse_version(obj.get("version"))
-        if version is None:
-            return None
-        lkg_raw = obj.get("last_known_good")
-        lkg = parse_version(lkg_raw) if lkg_raw is not None else None
-        updated = obj.get("updated_at")
-        return cls(
-            version=version,
-            known_good=obj.get("known_good") is True,
-            last_known_good=lkg if lkg != version else None,
-            updated_at=float(updated) if isinstance(updated, int | float) else 0.0,
-        )
+    def has(self, key: str) -> bool:
+        return key in self.obj and self.obj[key] is not None
 
+    def text(self, key: str, default: str | None = None, *, max_len: int = 4096) -> str | None:
+        value = self.obj.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str) or len(value) > max_len:
+            self._bad(key, "a string")
+            return default
+        return value
 
-def read_pointer(path: Path) -> Pointer | None:
-    """The pointer, or None when there is none (or it is unreadable)."""
-    obj = read_json_object(path)
-    if obj is None:
-        return None
-    pointer = Pointer.from_json(obj)
-    if pointer is None:
-        log.warning("%s names no valid version; ignoring it", path)
-    return pointer
+    def integer(self, key: str, default: int = 0, *, minimum: int | None = None) -> int:
+        value = self.obj.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
+            self._bad(key, "a whole number" if minimum is None else f"a whole number >= {minimum}")
+            return default
+        return value
 
+    def number(self, key: str, default: float = 0.0) -> float:
+        value = self.obj.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            self._bad(key, "a number")
+            return default
+        return float(value)
 
-def write_pointer(path: Path, pointer: Pointer | None) -> None:
-    """Point at `pointer`, or remove the pointer (launch the bundled runtime)."""
-    if pointer is None:
-        remove_file(path)
-        return
-    if not pointer.updated_at:
-        pointer = Pointer(pointer.version, pointer.known_good, pointer.last_known_good, time.time())
-    atomic_write_json(path, pointer.to_json())
+    def flag(self, key: str, default: bool = False) -> bool:
+        value = self.obj.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self._bad(key, "true or false")
+            return default
+        return value
 
+    def mapping(self, key: str) -> dict[str, Any]:
+        value = self.obj.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self._bad(key, "an object")
+            return {}
+        return value
 
-def change_pointer(path: Path, change: Callable[[Pointer | None], Pointer | None]) -> Pointer | None:
-    """Read-modify-write the pointer under a cross-process lock; `change` returns the new value.
+    def sequence(self, key: str) -> list[Any]:
+        value = self.obj.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self._bad(key, "a list")
+            return []
+        return value
 
-    Returning the pointer it was given (the same object) leaves the file untouched.
-    """
-    lock = filelock.FileLock(str(path.with_name(path.name + ".lock")), timeout=30)
-    try:
-        with lock:
-            current = read_pointer(path)
-            new = change(current)
-            if new is not current:
-                write_pointer(path, new)
-            return new
-    except filelock.Timeout as exc:
-        raise StateError(f"timed out waiting for the lock on {path}") from exc
-
-
-def advance_pointer(current: Pointer | None, new_version: Version) -> Pointer:
-    """The pointer after staging `new_version`: the old committed version becomes the fallback."""
-    if current is None:
-        lkg = None
-    elif current.known_good:
-        lkg = current.version
-    else:
-        lkg = current.last_known_good
-    if lkg == new_version:
-        lkg = None
-    return Pointer(version=new_version, known_good=False, last_known_good=lkg, updated_at=time.time())
+    def sub(self, key: str) -> Fields:
+        return Fields(self.mapping(key), f"{self.source}:{key}")
 
 
-@dataclass(frozen=True)
-class BadVersion:
-    """Why one version is never launched or staged again."""
-
-    version: str
-    reason: str
-    exit_code: int | None = None
-    stderr_tail: list[str] = field(default_factory=list)
-    time: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "reason": self.reason,
-            "exit_code": self.exit_code,
-            "stderr_tail": list(self.stderr_tail),
-            "time": self.time,
-        }
+def load_fields(path: Path, *, max_bytes: int = MAX_STATE_BYTES) -> Fields:
+    """Read a state file into typed fields (empty when missing or unusable)."""
+    return Fields(read_json_object(path, max_bytes=max_bytes), path)
 
 
-class BadVersions:
-    """bad-versions.json: a JSON object keyed by normalized version string."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self) -> dict[Version, BadVersion]:
-        obj = read_json_object(self.path) or {}
-        result: dict[Version, BadVersion] = {}
-        for key, value in obj.items():
-            version = parse_version(key)
-            if version is None or not isinstance(value, dict):
-                continue
-            tail = value.get("stderr_tail")
-            code = value.get("exit_code")
-            when = value.get("time")
-            result[version] = BadVersion(
-                version=str(version),
-                reason=str(value.get("reason", "unknown")),
-                exit_code=code if isinstance(code, int) else None,
-                stderr_tail=[str(x) for x in tail] if isinstance(tail, list) else [],
-                time=float(when) if isinstance(when, int | float) else 0.0,
-            )
-        return result
-
-    def contains(self, version: Version) -> bool:
-        return version in self.load()
-
-    def mark(self, version: Version, reason: str, exit_code: int | None = None,
-             stderr_tail: list[str] | None = None) -> BadVersion:
-        entries = self.load()
-        entry = BadVersion(str(version), reason, exit_code, list(stderr_tail or [])[-20:], time.time())
-        entries[version] = entry
-        self._save(entries)
-        return entry
-
-    def clear(self, version: Version | None = None) -> list[Version]:
-        """Forget one bad version (or all); returns what was removed."""
-        entries = self.load()
-        removed = [v for v in entries if version is None or v == version]
-        for v in removed:
-            del entries[v]
-        if removed:
-            self._save(entries)
-        return removed
-
-    def _save(self, entries: dict[Version, BadVersion]) -> None:
-        atomic_write_json(self.path, {str(v): e.to_json() for v, e in sorted(entries.items())})
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, marked when cut."""
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"

@@ -1,304 +1,477 @@
-"""The supervisor: launch with fallback, commit healthy starts, restart crashes, one restart path.
+"""The supervisor: one thread owns the runtime's whole lifecycle.
 
-Every start, stop and restart goes through `Supervisor._transition`, serialized by one
-lock per runtime, so the lifecycle state is always one of `RuntimeState` and never
-two spawns are in flight.
+Commands (start, restart, stop) go into an inbox and are carried out, one at a time, by the
+supervisor's own thread, which is also the only thread that spawns (so the kernel's
+parent-death signal, which follows the spawning thread, stays armed for the runtime's whole
+life). Events are emitted from that thread, in order: a "crashed" can never arrive after a
+newer "running".
+
+`stop()` takes no lock: it bumps a counter, drops a byte into a pipe and polls until the
+thread says the stop is done (or stops the process group itself after a few seconds). So it
+is safe from a signal handler, another thread or a GUI slot, at any phase, and returns
+within 5 s.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import enum
 import logging
+import logging.handlers
 import os
+import select
+import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from packaging.version import Version
 
+from desktop.core import faults, policy
+from desktop.core.attempts import StartAttempts
+from desktop.core.badlist import BadVersions
 from desktop.core.config import AppConfig
-from desktop.core.errors import DesktopError, InvalidReleaseError, LaunchError, StateError
-from desktop.core.failures import backoff_delay
-from desktop.core.process import ExitOutcome, RuntimeProcess
-from desktop.core.selection import LaunchTarget, bundled_target, resolve_target, staged_target
-from desktop.core.state import (
-    BadVersions,
-    Pointer,
-    atomic_write_json,
-    change_pointer,
-    read_json_object,
-    read_pointer,
-    remove_file,
+from desktop.core.errors import DesktopError, LaunchError, StateError
+from desktop.core.launching import (
+    LaunchTarget,
+    bundled_target,
+    resolve,
+    staged_problem,
+    staged_target,
+    trusted_versions,
 )
+from desktop.core.leases import Leases
+from desktop.core.pointer import Pointer, change_pointer, move_pointer_if, read_pointer
+from desktop.core.process import RuntimeProcess, describe_status
+from desktop.core.results import (
+    Crashed,
+    ExitKind,
+    ExitOutcome,
+    Failed,
+    Running,
+    RuntimeEvent,
+    RuntimeState,
+    StartFailed,
+    Starting,
+    Stopped,
+)
+from desktop.core.state import ensure_dir
+from desktop.core.tree import remove_tree_quietly
 
 log = logging.getLogger(__name__)
 
-
-class RuntimeState(enum.Enum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    RUNNING = "running"
-    CRASHED = "crashed"
-    FAILED = "failed"
+Listener = Callable[[RuntimeEvent], None]
+STOP_GRACE_S = 3.0
+STOP_TIMEOUT_S = 5.0
+POLL_S = 0.25
 
 
-@dataclass(frozen=True)
-class RestartPolicy:
-    """Crash-after-ready handling: exponential backoff, and a crash loop stops restarts."""
-
-    max_crashes: int = 5
-    window_s: float = 60.0
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
-    early_crash_s: float = 10.0
-    early_crashes_to_bad: int = 3
-    max_interrupted_starts: int = 2
+class _Command(enum.Enum):
+    START = "start"
+    RESTART = "restart"
+    STOP = "stop"
+    CLOSE = "close"
 
 
-@dataclass(frozen=True)
-class Running:
-    """A runtime that printed its ready line."""
-
+@dataclass
+class _Current:
     target: LaunchTarget
-    pid: int
-    ready: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.ready, "version": str(self.target.version), "source": self.target.source}
+    process: RuntimeProcess
+    running: Running
 
 
-@dataclass(frozen=True)
-class StartFailure:
-    """A staged version that failed to start and what replaced it."""
-
-    version: Version
-    outcome: ExitOutcome
-    fallback: LaunchTarget
-
-
-StateListener = Callable[[RuntimeState, dict[str, Any]], None]
-
-
-class KeyedLocks:
-    """One lock per key, dropped when nobody holds or waits for it (the map never leaks)."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[str, tuple[threading.Lock, int]] = {}
-
-    @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        with self._guard:
-            lock, users = self._locks.get(key, (threading.Lock(), 0))
-            self._locks[key] = (lock, users + 1)
-        lock.acquire()
-        try:
-            yield
-        finally:
-            lock.release()
-            with self._guard:
-                lock, users = self._locks[key]
-                if users <= 1:
-                    del self._locks[key]
-                else:
-                    self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        with self._guard:
-            return len(self._locks)
-
-
-RESTART_LOCKS = KeyedLocks()
+def output_logger(config: AppConfig) -> tuple[logging.Logger, logging.Handler]:
+    """A logger for the runtime's output: logs/runtime.log (1 MB, 3 kept), or nowhere if unwritable."""
+    logger = logging.getLogger(f"desktop.runtime-output.{id(config)}.{time.monotonic_ns()}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler: logging.Handler
+    try:
+        ensure_dir(config.data.logs_dir)
+        handler = logging.handlers.RotatingFileHandler(config.data.logs_dir / "runtime.log", maxBytes=1 << 20,
+                                                       backupCount=3, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    except (OSError, StateError) as exc:
+        log.warning("cannot write the runtime's log (%s); its output is not kept", exc)
+        handler = logging.NullHandler()
+    logger.addHandler(handler)
+    return logger, handler
 
 
 class Supervisor:
     """Runs one runtime for one data dir: start, stop, restart, crash handling."""
 
-    def __init__(self, config: AppConfig, policy: RestartPolicy | None = None,
+    def __init__(self, config: AppConfig, *, rules: policy.CrashRules | None = None,
                  on_output: Callable[[str, str], None] | None = None) -> None:
         self.config = config
-        self.policy = policy or RestartPolicy()
-        self.state = RuntimeState.STOPPED
-        self.running: Running | None = None
-        self.failures: list[StartFailure] = []
+        self.rules = rules or policy.CrashRules()
+        self.failures: list[StartFailed] = []
         self.last_error: str | None = None
-        self.spawns_in_flight = 0
-        self.max_spawns_in_flight = 0
-        self._process: RuntimeProcess | None = None
-        self._listeners: list[StateListener] = []
         self._on_output = on_output
-        self._stopping = threading.Event()
-        self._crash_times: list[float] = []
-        self._early_crashes: dict[Version, int] = {}
+        self._listeners: list[Listener] = []
+        self._inbox: collections.deque[tuple[int, _Command]] = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._sent = 0
+        self._handled = 0
+        self._stop_gen = 0
+        self._stop_done = 0
+        self._state = RuntimeState.STOPPED
+        self._last_event: RuntimeEvent | None = None
+        self._current: _Current | None = None
+        self._starting: RuntimeProcess | None = None
+        self._restart_at: float | None = None
+        self._history = policy.CrashHistory()
         self._pending_bad: dict[Version, ExitOutcome] = {}
-        self._generation = 0
-        self._key = f"runtime:{config.data.root.resolve()}"
+        self._leases = Leases(config.data.leases_dir)
+        self._attempts = StartAttempts(config.data.attempt_file, os.getpid())
+        self._settled = threading.Condition()
+        self._output, self._output_handler = output_logger(config)
+        self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
+        self._closed = False
 
-    # -- observation --------------------------------------------------------------------
-    def add_listener(self, listener: StateListener) -> None:
+    # -- observation ----------------------------------------------------------------------
+    def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def _set_state(self, state: RuntimeState, **info: Any) -> None:
-        self.state = state
+    @property
+    def state(self) -> RuntimeState:
+        return self._state
+
+    @property
+    def running(self) -> Running | None:
+        current = self._current
+        return current.running if current is not None else None
+
+    @property
+    def last_event(self) -> RuntimeEvent | None:
+        return self._last_event
+
+    # -- commands -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the runtime in the background (no-op if it runs)."""
+        self._send(_Command.START)
+
+    def restart(self) -> None:
+        """Stop and start again: the one path to apply an update or recover."""
+        self._send(_Command.RESTART)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
+        """Stop the runtime (an interrupted start never counts as a crash); True once stopped.
+
+        Lock-free, so safe from a signal handler, another thread or a GUI slot.
+        """
+        self._stop_gen += 1
+        generation = self._stop_gen
+        if not self._thread.is_alive():
+            return True  # never started (or closed): nothing runs
+        self._send(_Command.STOP)
+        if threading.current_thread() is self._thread:
+            return True
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._stop_done >= generation or not self._thread.is_alive():
+                break
+            time.sleep(0.01)
+        else:
+            log.warning("the supervisor did not stop in %g s; stopping the runtime directly", timeout)
+        if self._stop_done >= generation:
+            return True
+        for process in (self._starting, self._current.process if self._current else None):
+            if process is not None:
+                process.signal_group(signal.SIGKILL)
+        return False
+
+    def close(self) -> None:
+        """Stop the runtime and end the supervisor's thread."""
+        self.stop()
+        self._send(_Command.CLOSE)
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(STOP_TIMEOUT_S)
+        self._closed = True
+
+    def wait_settled(self, timeout: float | None = None) -> RuntimeEvent | None:
+        """Wait until every command sent so far is done and the runtime runs, failed or stopped."""
+        target = self._sent
+        settled = (RuntimeState.RUNNING, RuntimeState.FAILED, RuntimeState.STOPPED)
+        with self._settled:
+            self._settled.wait_for(lambda: self._handled >= target and self._state in settled, timeout)
+        return self._last_event
+
+    def _send(self, command: _Command) -> None:
+        self._sent += 1
+        self._inbox.append((self._sent, command))
+        if not self._thread.is_alive() and not self._closed and command is not _Command.CLOSE:
+            with contextlib.suppress(RuntimeError):
+                self._thread.start()
+        self._poke()
+
+    def _poke(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def _sleep(self, timeout: float) -> None:
+        """Wait up to `timeout` for a poke; drain the pipe."""
+        if timeout > 0:
+            with contextlib.suppress(OSError, ValueError):
+                select.select([self._wake_r], [], [], timeout)
+        with contextlib.suppress(OSError):
+            while os.read(self._wake_r, 4096):
+                pass
+
+    # -- the supervisor's thread ----------------------------------------------------------
+    def _loop(self) -> None:
+        try:
+            while True:
+                if self._inbox:
+                    seq, command = self._inbox.popleft()
+                    if command is _Command.CLOSE:
+                        self._stop_runtime()
+                        return
+                    self._handle(command)
+                    self._mark_handled(seq)
+                    continue
+                self._watch()
+        except Exception:
+            log.exception("the supervisor failed")
+            self._stop_runtime()
+            self._emit(Failed("the supervisor failed; restart the app"))
+        finally:
+            self._output_handler.close()
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _handle(self, command: _Command) -> None:
+        if command is _Command.STOP:
+            generation = self._stop_gen
+            self._stop_runtime()
+            self._stop_done = generation
+            self._emit(Stopped())
+            return
+        if command is _Command.START and self._current is not None and self._current.process.poll() is None:
+            return
+        self._stop_runtime()
+        self._start()
+
+    def _mark_handled(self, seq: int) -> None:
+        with self._settled:
+            self._handled = max(self._handled, seq)
+            self._settled.notify_all()
+
+    def _watch(self) -> None:
+        """Idle: watch the running process and a pending restart; wake on any command."""
+        current = self._current
+        now = time.monotonic()
+        if current is not None and current.process.poll() is not None:
+            self._after_crash(current)
+            return
+        if self._restart_at is not None and now >= self._restart_at:
+            self._restart_at = None
+            self._start()
+            return
+        timeout = POLL_S if current is not None else 3600.0
+        if self._restart_at is not None:
+            timeout = min(timeout, max(self._restart_at - now, 0.0))
+        self._sleep(timeout)
+
+    def _emit(self, event: RuntimeEvent) -> None:
+        self._state = event.state
+        self._last_event = event
         for listener in list(self._listeners):
             try:
-                listener(state, info)
+                listener(event)
             except Exception:  # a broken listener must not break the supervisor
-                log.exception("state listener failed")
+                log.exception("runtime listener failed")
+        with self._settled:
+            self._settled.notify_all()
 
-    # -- the one restart path -----------------------------------------------------------
-    def start(self) -> Running:
-        """Start the runtime (no-op if it is running); raises LaunchError if nothing can start."""
-        running = self._transition("start")
-        assert running is not None
-        return running
-
-    def restart(self) -> Running:
-        """Stop and start again: to apply an update, after a crash or a settings change."""
-        running = self._transition("restart")
-        assert running is not None
-        return running
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._transition("stop")
-
-    def _transition(self, action: str) -> Running | None:
-        if action != "stop":
-            self._stopping.clear()
-        with RESTART_LOCKS.hold(self._key):
-            self._generation += 1
-            if action in ("stop", "restart"):
-                self._stop_locked()
-            if action == "stop":
-                self._set_state(RuntimeState.STOPPED)
-                return None
-            if action == "start" and self.running is not None and self._process and self._process.alive():
-                return self.running
-            return self._start_locked()
-
-    # -- internals (lock held) ----------------------------------------------------------
-    def _stop_locked(self) -> None:
-        process, self._process, self.running = self._process, None, None
-        if process is not None:
-            process.stop()
-        remove_file(self.config.data.running_file)
-
-    def _start_locked(self) -> Running:
+    # -- starting -------------------------------------------------------------------------
+    def _start(self, target: LaunchTarget | None = None) -> None:
+        generation = self._stop_gen
         self._retry_pending_marks()
-        self._set_state(RuntimeState.STARTING)
-        try:
-            target = resolve_target(self.config, repair=True)
-        except DesktopError as exc:
-            self._fail(str(exc))
-            raise
-        target = self._check_interrupted_starts(target)
+        self._leases.clean_stale()
+        if target is None:
+            try:
+                target = resolve(self.config, repair=True)
+            except DesktopError as exc:
+                self._fail(str(exc))
+                return
         while True:
-            if self._stopping.is_set():
-                self._set_state(RuntimeState.STOPPED)
-                raise LaunchError("start cancelled: the shell is stopping")
-            outcome, process = self._spawn_and_wait(target)
-            if outcome is None and process is not None:
-                return self._became_ready(target, process)
-            assert outcome is not None
-            if outcome.reason == "cancelled" or self._stopping.is_set():
-                # Quitting during a start is not a crash: never mark a version bad for it.
-                remove_file(self.config.data.attempt_file)
-                self._set_state(RuntimeState.STOPPED)
-                raise LaunchError("start cancelled: the shell is stopping")
+            if self._stop_gen != generation:
+                self._emit(Stopped(interrupted_start=True))
+                return
+            self._emit(Starting(target.version, target.source))
+            uncommitted = target.source == "staged" and not self._is_committed(target.version)
+            deaths = 0
+            if uncommitted:
+                deaths = self._attempts.deaths_before(target.version)
+                if policy.interrupted_start_is_crash(deaths, self.rules):
+                    died = ExitOutcome(ExitKind.EXITED, f"startup interrupted: the shell died while starting it "
+                                                        f"{deaths} times")
+                    self._attempts.clear()
+                    next_target = self._start_failed_or_fail(target, died)
+                    if next_target is None:
+                        return
+                    target = next_target
+                    continue
+                self._attempts.begin(target.version, deaths)
+            self._leases.hold(target.version, target.source, "starting")
+            ended, process = self._spawn_and_wait(target, generation)
+            if process is not None:
+                if uncommitted:
+                    self._attempts.clear()
+                self._became_ready(target, process)
+                return
+            assert ended is not None
+            outcome = ended
+            if outcome.kind is ExitKind.INTERRUPTED:
+                # Quitting during a start is nobody's failure: restore the attempt record as it was.
+                if uncommitted:
+                    self._attempts.interrupted(target.version, deaths)
+                self._leases.release()
+                self._emit(Stopped(interrupted_start=True))
+                return
+            if uncommitted:
+                self._attempts.clear()
             if target.is_bundled:
                 tail = "\n".join(outcome.stderr_tail[-10:])
+                self._leases.release()
                 self._fail(f"the bundled runtime {target.version} failed to start ({outcome.reason})"
-                           + (f":\n{tail}" if tail else ""), outcome=outcome)
-                raise LaunchError(f"the bundled runtime {target.version} failed to start ({outcome.reason})")
-            target = self._handle_start_crash(target, outcome)
+                           + (f":\n{tail}" if tail else ""), outcome, target.version)
+                return
+            next_target = self._start_failed_or_fail(target, outcome)
+            if next_target is None:
+                return
+            target = next_target
 
-    def _spawn_and_wait(self, target: LaunchTarget) -> tuple[ExitOutcome | None, RuntimeProcess | None]:
-        if target.source == "staged" and not self._is_committed(target.version):
-            self._record_attempt(target.version)
-        self.spawns_in_flight += 1
-        self.max_spawns_in_flight = max(self.max_spawns_in_flight, self.spawns_in_flight)
+    def _start_failed_or_fail(self, target: LaunchTarget, outcome: ExitOutcome) -> LaunchTarget | None:
         try:
-            try:
-                process = RuntimeProcess(self.config, target, self._on_output)
-            except LaunchError as exc:
-                return ExitOutcome(str(exc), None, []), None
-            outcome = process.wait_ready(self.config.startup_timeout, self._stopping)
-        finally:
-            self.spawns_in_flight -= 1
-        if outcome is None:
-            return None, process
-        return outcome, process
+            return self._start_failed(target, outcome)
+        except DesktopError as exc:  # e.g. the bundled runtime, the last resort, is broken too
+            self._leases.release()
+            self._fail(str(exc), outcome, target.version)
+            return None
 
-    def _became_ready(self, target: LaunchTarget, process: RuntimeProcess) -> Running:
-        remove_file(self.config.data.attempt_file)
+    def _spawn_and_wait(self, target: LaunchTarget,
+                        generation: int) -> tuple[ExitOutcome | None, RuntimeProcess | None]:
+        try:
+            process = RuntimeProcess(self.config, target, output=self._output, wake=self._poke,
+                                     on_output=self._on_output)
+        except LaunchError as exc:
+            return ExitOutcome(ExitKind.SPAWN_FAILED, str(exc)), None
+        self._starting = process
+        try:
+            deadline = time.monotonic() + self.config.startup_timeout
+            while True:
+                if process.ready_payload is not None:
+                    return None, process
+                tail = tuple(process.stderr_tail)
+                if process.invalid_ready is not None:
+                    process.stop(grace=1.0)
+                    return ExitOutcome(ExitKind.INVALID_READY, process.invalid_ready, None, tail,
+                                       process.uptime), None
+                code = process.poll()
+                if code is not None:
+                    process.join_readers(1.0)  # the ready line may still be in the pipe
+                    if process.ready_payload is not None:
+                        return None, process
+                    return ExitOutcome(ExitKind.EXITED, describe_status(code), code, tuple(process.stderr_tail),
+                                       process.uptime), None
+                if self._stop_gen != generation:
+                    process.stop(grace=STOP_GRACE_S)
+                    return ExitOutcome(ExitKind.INTERRUPTED, "start interrupted: the shell is stopping"), None
+                now = time.monotonic()
+                if now >= deadline:
+                    process.stop(grace=1.0)
+                    return ExitOutcome(ExitKind.TIMEOUT,
+                                       f"timeout ({self.config.startup_timeout:g} s without a ready line)",
+                                       None, tuple(process.stderr_tail), process.uptime), None
+                self._sleep(min(POLL_S, deadline - now))
+        finally:
+            self._starting = None
+
+    def _became_ready(self, target: LaunchTarget, process: RuntimeProcess) -> None:
         if target.source == "staged":
             self._commit(target.version)
-        running = Running(target, process.pid, dict(process.ready_payload or {}))
-        self._process, self.running = process, running
-        try:
-            atomic_write_json(self.config.data.running_file, {
-                "shell_pid": os.getpid(), "pid": process.pid, "version": str(target.version),
-                "source": target.source, "url": running.ready.get("url"), "time": time.time()})
-        except StateError as exc:
-            log.warning("cannot record the running runtime: %s", exc)
-        log.info("runtime %s (%s) ready at %s after %.2f s", target.version, target.source,
-                 running.ready.get("url"), time.monotonic() - process.started_at)
-        generation = self._generation
-        threading.Thread(target=self._watch, args=(process, generation), daemon=True,
-                         name=f"watch-{process.pid}").start()
-        self._set_state(RuntimeState.RUNNING, version=str(target.version), source=target.source,
-                        url=running.ready.get("url"), pid=process.pid)
-        return running
+        payload = dict(process.ready_payload or {})
+        url = payload.get("url") if isinstance(payload.get("url"), str) else None
+        running = Running(target.version, target.source, url, process.pid, payload, process.token)
+        self._current = _Current(target, process, running)
+        self._leases.hold(target.version, target.source, "running", group=process.pid, url=url)
+        log.info("runtime %s (%s) ready at %s after %.2f s", target.version, target.source, url, process.uptime)
+        self._emit(running)
 
-    def _handle_start_crash(self, target: LaunchTarget, outcome: ExitOutcome) -> LaunchTarget:
-        """Mark the version that actually ran bad, move the pointer back, pick the fallback."""
-        log.warning("runtime %s crashed at startup: %s", target.version, outcome.reason)
-        pointer_at_spawn = read_pointer(self.config.data.pointer_file)
-        fallback = self._fallback_for(target.version, pointer_at_spawn)
-        self._mark_bad(target.version, outcome, fallback)
-        remove_file(self.config.data.attempt_file)
-        self.failures.append(StartFailure(target.version, outcome, fallback))
-        self._set_state(RuntimeState.STARTING, failed_version=str(target.version), reason=outcome.reason,
-                        fallback=str(fallback.version), fallback_source=fallback.source)
+    def _start_failed(self, target: LaunchTarget, outcome: ExitOutcome) -> LaunchTarget:
+        """The version that actually ran failed to start: blame it (or the disk), pick the fallback."""
+        version = target.version
+        log.warning("runtime %s failed to start: %s", version, outcome.reason)
+        damaged = staged_problem(self.config, version, full=True)
+        pointer = read_pointer(self.config.data.pointer_file)
+        fallback = self._fallback_for(version, pointer)
+        if damaged is not None:
+            log.warning("version %s no longer matches its staging record (%s): the disk is to blame, "
+                        "not the release; it will be staged again", version, damaged)
+            self._quarantine(version, fallback)
+            marked = False
+        else:
+            marked = self._mark_bad(version, outcome, fallback)
+        event = StartFailed(version, outcome, fallback.version, fallback.source, marked, damaged is not None)
+        self.failures.append(event)
+        self._emit(event)
         return fallback
 
     def _fallback_for(self, failed: Version, pointer: Pointer | None) -> LaunchTarget:
-        """Last known-good if usable, else bundled — chosen explicitly, not from the pointer."""
         bad = BadVersions(self.config.data.bad_file).load()
-        candidates = []
-        if pointer is not None:
-            if pointer.version != failed and pointer.known_good:
-                candidates.append(pointer.version)
-            if pointer.last_known_good is not None:
-                candidates.append(pointer.last_known_good)
+        trusted = trusted_versions(pointer)
         bundled = bundled_target(self.config)
-        for version in candidates:
-            if version == failed or version in bad or version in self._pending_bad or version <= bundled.version:
-                continue
-            try:
-                target = staged_target(self.config, version, f"last known-good {version}")
-            except (InvalidReleaseError, OSError):
-                continue
-            return target
-        return bundled
+        choice = policy.choose_fallback(
+            failed, pointer, bundled=bundled.version,
+            is_bad=lambda v: bad.is_bad(v, trusted=trusted) or v in self._pending_bad,
+            usable=lambda v: staged_problem(self.config, v) is None)
+        if choice is None:
+            return bundled
+        try:
+            return staged_target(self.config, choice, f"last known-good {choice}")
+        except LaunchError:
+            return bundled
 
-    def _mark_bad(self, version: Version, outcome: ExitOutcome, fallback: LaunchTarget) -> None:
+    def _mark_bad(self, version: Version, outcome: ExitOutcome, fallback: LaunchTarget) -> bool:
+        """Mark first; move the pointer back only once the mark is durable. True if marked now."""
         try:
             BadVersions(self.config.data.bad_file).mark(version, outcome.reason, outcome.exit_code,
                                                         outcome.stderr_tail)
         except StateError as exc:
-            # Launch the fallback now; the mark is retried so the version is never re-staged in a loop.
+            # Launch the fallback now; the mark is retried, so the version is never re-staged in a loop.
             log.warning("cannot mark %s bad yet (%s); will retry", version, exc)
             self._pending_bad[version] = outcome
-            return
+            return False
         self._pending_bad.pop(version, None)
+        faults.reached("pointer-back")
         new = Pointer(fallback.version, known_good=True) if fallback.source == "staged" else None
-        change_pointer(self.config.data.pointer_file,
-                       lambda now: new if now is not None and now.version == version else now)
+        try:
+            move_pointer_if(self.config.data.pointer_file, version, new)
+        except StateError as exc:
+            log.warning("cannot move the pointer back from %s: %s", version, exc)
+        return True
+
+    def _quarantine(self, version: Version, fallback: LaunchTarget) -> None:
+        data = self.config.data
+        new = Pointer(fallback.version, known_good=True) if fallback.source == "staged" else None
+        try:
+            move_pointer_if(data.pointer_file, version, new)
+        except StateError as exc:
+            log.warning("cannot move the pointer back from %s: %s", version, exc)
+        damaged = data.versions_dir / f"{version}.damaged-{os.getpid()}"
+        try:
+            os.rename(data.version_dir(version), damaged)
+        except OSError as exc:
+            log.warning("cannot set damaged version %s aside: %s", version, exc)
+            return
+        remove_tree_quietly(damaged)
 
     def _retry_pending_marks(self) -> None:
         for version, outcome in list(self._pending_bad.items()):
@@ -320,79 +493,43 @@ class Supervisor:
         except StateError as exc:
             log.warning("cannot commit %s as known-good: %s", version, exc)
 
-    def _record_attempt(self, version: Version) -> None:
-        previous = read_json_object(self.config.data.attempt_file) or {}
-        count = 1
-        if previous.get("version") == str(version):
-            count = int(previous.get("count", 0) or 0) + 1
-        atomic_write_json(self.config.data.attempt_file, {
-            "version": str(version), "shell_pid": os.getpid(), "count": count, "time": time.time()})
-
-    def _check_interrupted_starts(self, target: LaunchTarget) -> LaunchTarget:
-        """A start that took the whole shell down left its attempt behind: count it."""
-        previous = read_json_object(self.config.data.attempt_file) or {}
-        if target.is_bundled or previous.get("version") != str(target.version):
-            return target
-        pid = previous.get("shell_pid")
-        if isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid):
-            return target
-        if int(previous.get("count", 0) or 0) < self.policy.max_interrupted_starts:
-            return target
-        outcome = ExitOutcome("startup interrupted: the shell died while starting it", None, [])
-        return self._handle_start_crash(target, outcome)
-
-    def _watch(self, process: RuntimeProcess, generation: int) -> None:
-        outcome = process.wait_exit()
-        if self._stopping.is_set() or generation != self._generation:
+    # -- after ready ----------------------------------------------------------------------
+    def _after_crash(self, current: _Current) -> None:
+        process, target = current.process, current.target
+        code = process.poll()
+        process.join_readers(1.0)
+        outcome = ExitOutcome(ExitKind.CRASHED, describe_status(code if code is not None else -9), code,
+                              tuple(process.stderr_tail), process.uptime)
+        self._current = None
+        log.warning("runtime %s crashed after %.1f s: %s", target.version, outcome.uptime, outcome.reason)
+        verdict = policy.crash_verdict(self._history, uptime=outcome.uptime, bundled=target.is_bundled,
+                                       rules=self.rules)
+        self._history = verdict.history
+        if verdict.action is policy.CrashAction.RESTART:
+            self._emit(Crashed(target.version, target.source, outcome, verdict.delay))
+            self._restart_at = time.monotonic() + verdict.delay
             return
-        threading.Thread(target=self._after_crash, args=(process, outcome, generation), daemon=True).start()
-
-    def _after_crash(self, process: RuntimeProcess, outcome: ExitOutcome, generation: int) -> None:
-        now = time.monotonic()
-        version = process.target.version
-        uptime = now - process.started_at
-        log.warning("runtime %s crashed after %.1f s: %s", version, uptime, outcome.reason)
-        self._crash_times = [t for t in self._crash_times if now - t < self.policy.window_s] + [now]
-        self._set_state(RuntimeState.CRASHED, version=str(version), reason=outcome.reason,
-                        stderr_tail=outcome.stderr_tail)
-        if process.target.source == "staged" and uptime < self.policy.early_crash_s:
-            self._early_crashes[version] = self._early_crashes.get(version, 0) + 1
-            if self._early_crashes[version] >= self.policy.early_crashes_to_bad:
-                with RESTART_LOCKS.hold(self._key):
-                    if generation != self._generation:
-                        return
-                    fallback = self._fallback_for(version, read_pointer(self.config.data.pointer_file))
-                    self._mark_bad(version, ExitOutcome(
-                        f"crash loop: {outcome.reason} {self._early_crashes[version]} times right after start",
-                        outcome.exit_code, outcome.stderr_tail, before_ready=False), fallback)
-                self._crash_times.clear()
-        elif len(self._crash_times) >= self.policy.max_crashes:
-            with RESTART_LOCKS.hold(self._key):
-                if generation == self._generation:
-                    self._process, self.running = None, None
-                    self._fail(f"runtime {version} crashed {len(self._crash_times)} times in "
-                               f"{self.policy.window_s:g} s ({outcome.reason}); not restarting", outcome=outcome)
+        self._emit(Crashed(target.version, target.source, outcome, None))
+        if verdict.action is policy.CrashAction.GIVE_UP:
+            self._leases.release()
+            self._fail(f"runtime {target.version} keeps crashing ({verdict.reason}; last: {outcome.reason}); "
+                       "not restarting", outcome, target.version)
             return
-        delay = backoff_delay(len(self._crash_times), base=self.policy.backoff_base_s,
-                              cap=self.policy.backoff_max_s)
-        if self._stopping.wait(delay) or generation != self._generation:
-            return
-        try:
-            self.restart()
-        except DesktopError as exc:
-            log.warning("restart after crash failed: %s", exc)
+        self._history = policy.CrashHistory()
+        looped = ExitOutcome(ExitKind.CRASHED, f"{verdict.reason} (last: {outcome.reason})", outcome.exit_code,
+                             outcome.stderr_tail, outcome.uptime)
+        fallback = self._start_failed_or_fail(target, looped)
+        if fallback is not None:
+            self._start(fallback)
 
-    def _fail(self, message: str, outcome: ExitOutcome | None = None) -> None:
+    # -- stopping -------------------------------------------------------------------------
+    def _stop_runtime(self) -> None:
+        current, self._current = self._current, None
+        self._restart_at = None
+        if current is not None:
+            current.process.stop(grace=STOP_GRACE_S)
+        self._leases.release()
+
+    def _fail(self, message: str, outcome: ExitOutcome | None = None, version: Version | None = None) -> None:
         self.last_error = message
-        self._set_state(RuntimeState.FAILED, error=message,
-                        stderr_tail=outcome.stderr_tail if outcome else [])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        self._emit(Failed(message, outcome, version))

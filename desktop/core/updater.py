@@ -1,181 +1,183 @@
-"""Check and update: ask the registry, choose a release, stage it, remember what failed."""
+"""Check and update: ask the registry, let policy choose, stage, remember what failed."""
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from packaging.version import Version
 
+from desktop.core import policy
+from desktop.core.badlist import BadVersions
 from desktop.core.config import AppConfig
 from desktop.core.download import Cancel, Fetcher
-from desktop.core.errors import CancelledError, DesktopError, NetworkError, TransientError, TrustError, UsageError
-from desktop.core.failures import FailureMemory
+from desktop.core.errors import DesktopError, StateError, UsageError
+from desktop.core.failures import FailureMemory, SkippedVersions
+from desktop.core.launching import resolve, trusted_versions
+from desktop.core.pointer import read_pointer
 from desktop.core.registry import Registry, Release
-from desktop.core.selection import resolve_target
-from desktop.core.stager import StageOutcome, StageProgress, StageResult, stage
-from desktop.core.state import BadVersions, atomic_write_json, read_json_object
-from desktop.core.versions import admits
+from desktop.core.results import (
+    CheckReport,
+    FailureClass,
+    LastCheck,
+    ReleaseInfo,
+    SkipReason,
+    UpdateOutcome,
+    UpdateReport,
+)
+from desktop.core.stager import StageProgress, stage
+from desktop.core.state import atomic_write_bytes, atomic_write_json, load_fields
+from desktop.core.text import one_line, redact_url
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Skipped:
-    version: Version
-    reason: str
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The outcome of asking the registry."""
-
-    current: Version
-    available: Release | None
-    offered: tuple[Release, ...]
-    skipped: tuple[Skipped, ...]
-    not_modified: bool = False
-    bytes_received: int = 0
-
-
-@dataclass(frozen=True)
-class UpdateResult:
-    outcome: StageOutcome
-    version: Version | None
-    check: CheckResult | None = None
-    error: DesktopError | None = None
-    downloaded: bool = False
-
-
-def choose_update(
-    releases: Iterable[Release],
-    current: Version,
-    *,
-    bad: Iterable[Version],
-    is_pinned: Callable[[Release], bool],
-    shell_version: str,
-) -> tuple[Release | None, list[Skipped]]:
-    """The newest release worth staging, and why each newer one was passed over (pure)."""
-    bad_set = set(bad)
-    skipped: list[Skipped] = []
-    for release in sorted(releases, key=lambda r: r.version, reverse=True):
-        if release.version <= current:
-            break
-        if release.version in bad_set:
-            skipped.append(Skipped(release.version, "marked bad"))
-        elif is_pinned(release):
-            skipped.append(Skipped(release.version, "failed validation before"))
-        elif not admits(release.requires_shell, shell_version):
-            skipped.append(Skipped(release.version, f"requires shell {release.requires_shell}"))
-        else:
-            return release, skipped
-    return None, skipped
-
-
-def open_registry(config: AppConfig, fetcher: Fetcher | None = None) -> Registry:
+def open_registry(config: AppConfig, fetcher: Fetcher) -> Registry:
     """The registry client the configuration names."""
     if not config.registry_url:
         raise UsageError("no registry configured (pass --registry URL)")
-    fetcher = fetcher or Fetcher(config.net)
     config.data.ensure()
     if config.registry_kind == "npm":
         from desktop.core.registry.npm import NpmRegistry
 
-        return NpmRegistry(config.registry_url, fetcher, config.data.cache_dir)
+        return NpmRegistry(config.registry_url, fetcher, config.data.cache_dir, config.data.integrity_file)
     from desktop.core.registry.feed import FeedRegistry
 
     return FeedRegistry(config, fetcher)
 
 
-def check(config: AppConfig, registry: Registry | None = None) -> CheckResult:
-    """Ask the registry for the newest usable release; records the result in last-check.json."""
-    own = registry is None
-    reg = registry or open_registry(config)
+def install_id(config: AppConfig) -> str:
+    """A random id created once per data dir, used only for rollout buckets."""
+    path = config.data.install_id_file
     try:
-        current = resolve_target(config, repair=False).version
-        listing = reg.list_releases(config.channel)
+        value = path.read_text().strip()
+        if len(value) == 32 and all(c in "0123456789abcdef" for c in value):
+            return value
+    except OSError:
+        pass
+    value = secrets.token_hex(16)
+    try:
+        atomic_write_bytes(path, value.encode())
+    except StateError as exc:
+        log.warning("cannot save the install id: %s", exc)
+    return value
+
+
+def info(release: Release) -> ReleaseInfo:
+    return ReleaseInfo(release.version, release.channel, release.notes, release.size, release.published,
+                       release.requires_shell)
+
+
+@dataclass(frozen=True)
+class Checked:
+    report: CheckReport
+    release: Release | None
+
+
+def check(config: AppConfig, registry: Registry, *, bypass_rollout: bool = False) -> Checked:
+    """Ask the registry for the newest usable release; records the result in last-check.json."""
+    try:
+        current = resolve(config, repair=False).version
+        listing = registry.list_releases(config.channel)
         memory = FailureMemory(config.data.failures_file)
         bad = BadVersions(config.data.bad_file).load()
-        available, skipped = choose_update(
-            listing.releases, current, bad=bad,
-            is_pinned=lambda r: memory.is_pinned(r.version, r.artefact_key),
-            shell_version=config.shell_version)
+        trusted = trusted_versions(read_pointer(config.data.pointer_file))
+        selection = policy.choose_release(
+            listing.releases, current=current, channel=config.channel,
+            is_bad=lambda v: bad.is_bad(v, trusted=trusted),
+            pinned=lambda r: memory.pinned_reason(r.version, r.artefact_key),
+            skipped_by_user=SkippedVersions(config.data.skipped_file).load(),
+            shell_version=config.shell_version, install_id=install_id(config),
+            bypass_rollout=bypass_rollout)
     except DesktopError as exc:
-        record_check(config, "offline" if isinstance(exc, NetworkError) else "failed", error=str(exc))
-        if isinstance(exc, TransientError | TrustError):
+        kind = policy.classify(exc)
+        record_check(config, "offline" if kind is FailureClass.TRANSIENT else "failed", error=str(exc))
+        if kind in (FailureClass.TRANSIENT, FailureClass.TRUST):
             # Retried with backoff; an expired or replayed feed must never brick or loop.
-            FailureMemory(config.data.failures_file).record(None, "", exc)
+            _remember(config, None, "", exc)
         raise
-    finally:
-        if own:
-            reg.close()
-    result = CheckResult(current, available, listing.releases, tuple(skipped),
-                         listing.not_modified, listing.bytes_received)
-    record_check(config, "available" if available else "up-to-date",
-                 available=str(available.version) if available else None)
-    return result
+    chosen = selection.release
+    wanted = policy.channels_for(config.channel)
+    offered = tuple(info(r) for r in listing.releases if r.channel in wanted)
+    report = CheckReport(current, info(chosen) if chosen else None, offered, selection.skipped,
+                         listing.not_modified, listing.bytes_received,
+                         tuple(info(r) for r in selection.between))
+    record_check(config, "available" if chosen else "up-to-date",
+                 available=str(chosen.version) if chosen else None)
+    return Checked(report, chosen)
 
 
-def update(config: AppConfig, *, progress: StageProgress | None = None, cancel: Cancel | None = None,
-           registry: Registry | None = None) -> UpdateResult:
+def update(config: AppConfig, registry: Registry, *, progress: StageProgress | None = None,
+           cancel: Cancel | None = None, bypass_rollout: bool = False,
+           received: Callable[[], int] = lambda: 0) -> UpdateReport:
     """Check, then stage the chosen release. Expected failures come back as outcome FAILED."""
-    own = registry is None
-    reg = registry or open_registry(config)
-    memory = FailureMemory(config.data.failures_file)
+    start = received()
     try:
-        try:
-            result = check(config, reg)
-        except DesktopError as exc:
-            return UpdateResult(StageOutcome.FAILED, None, error=exc)
-        release = result.available
-        if release is None:
-            bad_skip = next((s for s in result.skipped if s.reason == "marked bad"), None)
-            if bad_skip is not None and not any(r.version > bad_skip.version for r in result.offered):
-                return UpdateResult(StageOutcome.BAD_VERSION, bad_skip.version, result)
-            return UpdateResult(StageOutcome.UP_TO_DATE, result.current, result)
-        try:
-            staged: StageResult = stage(config, reg, release, progress=progress, cancel=cancel)
-        except CancelledError as exc:
+        checked = check(config, registry, bypass_rollout=bypass_rollout)
+    except DesktopError as exc:
+        return UpdateReport(UpdateOutcome.FAILED, None, error=exc, failure=policy.classify(exc),
+                            bytes_downloaded=received() - start)
+    report, release = checked.report, checked.release
+    if release is None:
+        bad_skip = next((s for s in report.skipped if s.reason is SkipReason.BAD), None)
+        if bad_skip is not None and not any(r.version > bad_skip.version for r in report.offered):
+            return UpdateReport(UpdateOutcome.BAD_VERSION, bad_skip.version, report,
+                                bytes_downloaded=received() - start)
+        return UpdateReport(UpdateOutcome.UP_TO_DATE, report.current, report, bytes_downloaded=received() - start)
+    try:
+        staged = stage(config, registry, release, progress=progress, cancel=cancel)
+    except DesktopError as exc:
+        kind = policy.classify(exc)
+        if kind is FailureClass.CANCELLED:
             # Quitting mid-download is nobody's failure: nothing is pinned or counted.
-            return UpdateResult(StageOutcome.FAILED, release.version, result, exc)
-        except DesktopError as exc:
-            pinned = memory.record(release.version, release.artefact_key, exc)
-            log.warning("staging %s failed%s: %s", release.version, " (pinned)" if pinned else "", exc)
-            record_check(config, "failed", available=str(release.version), error=str(exc))
-            return UpdateResult(StageOutcome.FAILED, release.version, result, exc)
-        if staged.outcome in (StageOutcome.STAGED, StageOutcome.ALREADY_STAGED):
-            memory.record_success()
-            record_check(config, "staged", available=str(release.version))
-            _collect_garbage(config)
-        return UpdateResult(staged.outcome, staged.version, result, downloaded=staged.downloaded)
-    finally:
-        if own:
-            reg.close()
+            return UpdateReport(UpdateOutcome.CANCELLED, release.version, report, exc, kind,
+                                bytes_downloaded=received() - start)
+        pinned = _remember(config, release.version, release.artefact_key, exc)
+        log.warning("staging %s failed%s: %s", release.version, " (pinned)" if pinned else "", one_line(str(exc)))
+        record_check(config, "failed", available=str(release.version), error=str(exc))
+        return UpdateReport(UpdateOutcome.FAILED, release.version, report, exc, kind, pinned,
+                            bytes_downloaded=received() - start, retry_at=_retry_at(config))
+    if staged.outcome in (UpdateOutcome.STAGED, UpdateOutcome.ALREADY_STAGED):
+        try:
+            FailureMemory(config.data.failures_file).record_success()
+        except StateError as exc:
+            log.warning("cannot record the success: %s", exc)
+        record_check(config, "staged", available=str(release.version))
+    return UpdateReport(staged.outcome, staged.version, report, bytes_downloaded=received() - start,
+                        delta=staged.delta)
 
 
-def _collect_garbage(config: AppConfig) -> None:
-    """Old versions go once a new one is staged (never the running, pointer or known-good one)."""
-    from desktop.core.gc import collect
-    from desktop.core.stager import Busy
-
+def _remember(config: AppConfig, version: Version | None, artefact: str, error: DesktopError) -> bool:
     try:
-        collect(config)
-    except (Busy, DesktopError, OSError) as exc:
-        log.info("garbage collection skipped: %s", exc or "busy")
+        return FailureMemory(config.data.failures_file).record(version, artefact, error)
+    except StateError as exc:
+        log.warning("cannot remember the failure: %s", exc)
+        return False
+
+
+def _retry_at(config: AppConfig) -> float | None:
+    state = FailureMemory(config.data.failures_file).transient()
+    return state.next_retry if state else None
 
 
 def record_check(config: AppConfig, result: str, *, available: str | None = None,
                  error: str | None = None) -> None:
     try:
         atomic_write_json(config.data.check_file, {
-            "time": time.time(), "result": result, "available": available, "error": error,
-            "registry": config.registry_url, "channel": config.channel})
+            "time": time.time(), "result": result, "available": available,
+            "error": one_line(error) if error else None,
+            "registry": redact_url(config.registry_url) if config.registry_url else None,
+            "channel": config.channel})
     except DesktopError as exc:
         log.warning("cannot record the check: %s", exc)
 
 
-def last_check(config: AppConfig) -> dict[str, Any] | None:
-    return read_json_object(config.data.check_file)
+def last_check(config: AppConfig) -> LastCheck | None:
+    fields = load_fields(config.data.check_file)
+    if not fields.obj:
+        return None
+    return LastCheck(fields.number("time"), fields.text("result", "unknown") or "unknown",
+                     fields.text("available"), fields.text("error"))

@@ -1,19 +1,18 @@
-"""Start the GUI: single instance, window, controller, and (for `desktop demo`) a local feed."""
+"""Start the GUI: single instance, window, controller."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
-from desktop.core.config import AppConfig
-from desktop.core.logfile import log_to_file
-from desktop.demo import GOOD_VERSION, DemoFeed
+from desktop.core.shell import Shell, log_to_file
 from desktop.ui.controller import ShellController
 from desktop.ui.single_instance import SingleInstance
 from desktop.ui.webview import prepare_webengine, webengine_available
@@ -22,38 +21,38 @@ from desktop.ui.window import MainWindow
 log = logging.getLogger(__name__)
 
 
-def app_icon(config: AppConfig) -> QIcon:
-    return QIcon(str(config.resources / "icons" / "desktop.svg"))
+def app_icon(shell: Shell) -> QIcon:
+    return QIcon(str(shell.config.resources / "icons" / "desktop.svg"))
 
 
-def run_gui(config: AppConfig, *, demo: DemoFeed | None = None, initial_delay_s: float = 5.0,
-            screenshot: Path | None = None, exit_after_s: float | None = None) -> int:
+def run_gui(shell: Shell, *, initial_delay_s: float = 5.0, screenshot: Path | None = None,
+            exit_after_s: float | None = None,
+            on_controller: Callable[[ShellController], None] | None = None) -> int:
     """Run the shell until the user quits; returns the process exit code."""
     if webengine_available():
         prepare_webengine()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("Desktop Shell")
-    app.setDesktopFileName("desktop-shell")  # Wayland app id: matches installer's desktop-shell.desktop
+    app.setDesktopFileName("desktop-shell")  # Wayland app id: matches the installed desktop-shell.desktop
     app.setQuitOnLastWindowClosed(False)
-    instance = SingleInstance(config.data.root)
+    instance = SingleInstance(shell.data_dir)
     if not instance.acquire():
         print("desktop: the app is already running; brought its window to the front", file=sys.stderr)
         return 0
-    log_to_file(config.data)
-    log.info("shell starting (data dir %s, registry %s)", config.data.root, config.registry_url)
-    controller = ShellController(config, initial_delay_s=initial_delay_s)
-    window = MainWindow(controller, app_icon(config))
+    log_to_file(shell)
+    log.info("shell starting (data dir %s, registry %s)", shell.data_dir, shell.registry_display)
+    controller = ShellController(shell, initial_delay_s=initial_delay_s)
+    if on_controller is not None:
+        on_controller(controller)
+    window = MainWindow(controller, app_icon(shell))
     instance.activated.connect(window.bring_to_front)
     window.quit_requested.connect(app.quit)
-    if demo is not None:
-        def on_runtime(state: str, info: dict[str, object]) -> None:
-            if state == "running" and info.get("version") == GOOD_VERSION:
-                demo.publish_crashing()
-        controller.runtime_changed.connect(on_runtime)
 
     # Python runs signal handlers only between bytecodes: a timer lets SIGTERM reach us.
-    signal.signal(signal.SIGTERM, lambda *_: QTimer.singleShot(0, window.request_quit))
+    for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, lambda *_: QTimer.singleShot(0, window.request_quit))
     keepalive = QTimer()
     keepalive.timeout.connect(lambda: None)
     keepalive.start(250)
@@ -70,5 +69,3 @@ def run_gui(config: AppConfig, *, demo: DemoFeed | None = None, initial_delay_s:
         return int(app.exec())
     finally:
         instance.release()
-        if demo is not None:
-            demo.stop()

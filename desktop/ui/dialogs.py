@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.core.config import Settings
+from desktop.core.shell import Settings
 from desktop.ui.controller import ShellController
 
 CHANNELS = ("stable", "beta", "alpha")

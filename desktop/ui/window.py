@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop import __version__
-from desktop.core.supervisor import RuntimeState
+from desktop.core.results import RuntimeState
 from desktop.ui.controller import ShellController
 from desktop.ui.dialogs import LogsDialog, SettingsDialog, UpdateDialog
 from desktop.ui.webview import make_view, open_external
@@ -284,7 +284,7 @@ class MainWindow(QMainWindow):
     def about_text(self) -> str:
         config = self.controller.config
         return (f"<b>Desktop Shell</b> {__version__}<br>Runtime: {self.controller.current_version()}<br>"
-                f"Data folder: {config.data.root}<br>Update feed: {config.registry_url or 'none'} "
+                f"Data folder: {config.data.root}<br>Update feed: {self.controller.shell.registry_display or 'none'} "
                 f"({config.registry_kind}, channel {config.channel})")
 
     def _open_data_folder(self) -> None:

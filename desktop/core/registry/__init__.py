@@ -1,14 +1,21 @@
-"""Registry clients: where releases come from (an npm-protocol registry or a TUF feed)."""
+"""Registry clients: where releases come from (an npm-protocol registry or a TUF feed).
+
+Clients only fetch and verify; which release to take is decided by desktop.core.policy.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from packaging.version import Version
 
-from desktop.core.download import Cancel, Integrity, Progress
+from desktop.core.digests import Integrity
+
+DownloadProgress = Callable[[int, int | None], None]
+Cancel = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -24,6 +31,7 @@ class Release:
     notes: str = ""
     rollout: float = 100.0
     published: str = ""
+    unpacked_size: int | None = None
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     @property
@@ -45,11 +53,11 @@ class Registry(Protocol):
     """The narrow interface the updater needs from any registry."""
 
     def list_releases(self, channel: str) -> Listing:
-        """Releases offered on `channel`, newest first (a conditional request where possible)."""
+        """Releases offered for `channel` (a conditional request where possible)."""
 
-    def download(self, release: Release, dest: Path, *, progress: Progress | None = None,
-                 cancel: Cancel | None = None) -> None:
-        """Fetch the release archive into `dest`, verified (digest, size, signature)."""
+    def download(self, release: Release, dest: Path, *, progress: DownloadProgress | None = None,
+                 cancel: Cancel | None = None) -> int:
+        """Fetch the release archive into `dest`, verified; returns the bytes received."""
 
     def close(self) -> None:
         """Release network resources."""

@@ -1,8 +1,16 @@
-"""The feed client: a TUF repository read with tuf.ngclient, trust pinned to the app's root key.
+"""The feed client: a TUF repository read with tuf.ngclient, trust bootstrapped from a shipped root.
 
-Trust bootstrap: the first root (1.root.json) must be signed by the pinned key; from
-there ngclient walks root rotations, timestamp, snapshot and targets, and refuses
-expired, replayed (rollback), mix-and-match or wrongly signed metadata.
+Trust: the app ships the feed's current trusted root.json (resources/root.json, or
+`--trusted-root FILE`) and always hands it to ngclient as the bootstrap; newer roots found in
+the cache or on the feed are verified from it, so a build that ships root N+1 never trusts a
+key that root N+1 retired, even on a fresh install. Only without a shipped root does the
+client fall back to a pinned key (`--public-key`), which must sign the feed's first root.
+The metadata cache is keyed by the feed URL *and* the trust anchor.
+
+Metadata goes through ngclient (refresh walks root rotations, timestamp, snapshot, targets;
+expired, replayed, mix-and-match or wrongly signed metadata is refused). Targets do not: they
+are downloaded by the project's own fetcher (resume, deadlines, caps, a temp name in the data
+dir) and checked against the signed TUF target info (length and sha256).
 """
 
 from __future__ import annotations
@@ -10,10 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from securesystemslib.signer import SSlibKey
 from tuf.api import exceptions as tuf_errors
@@ -23,80 +31,34 @@ from tuf.ngclient import Updater, UpdaterConfig
 from tuf.ngclient.fetcher import FetcherInterface
 
 from desktop.core.config import AppConfig
-from desktop.core.download import Cancel, Fetcher, Integrity, Progress, check_url
-from desktop.core.errors import (
-    CancelledError,
-    DesktopError,
-    DigestMismatchError,
-    NetworkError,
-    TrustError,
-    UsageError,
-)
+from desktop.core.digests import Integrity
+from desktop.core.download import Fetcher, check_url, raise_for_status
+from desktop.core.errors import DesktopError, DigestMismatchError, TrustError, UsageError
 from desktop.core.keys import parse_public_key
-from desktop.core.registry import Listing, Release
-from desktop.core.state import atomic_write_bytes, read_json_object
+from desktop.core.registry import Cancel, DownloadProgress, Listing, Release
+from desktop.core.state import atomic_write_bytes, ensure_dir
+from desktop.core.tree import remove_tree_quietly
 from desktop.core.versions import parse_version
 
 log = logging.getLogger(__name__)
 
 INDEX = "index.json"
 MAX_ROOT_BYTES = 512 * 1024
-CHANNEL_INCLUDES = {"stable": ("stable",), "beta": ("beta", "stable"), "alpha": ("alpha", "beta", "stable")}
-
-
-def channels_for(channel: str) -> tuple[str, ...]:
-    """A user on a channel also gets the releases of the more stable channels."""
-    return CHANNEL_INCLUDES.get(channel, (channel, "stable"))
-
-
-def rollout_bucket(install_id: str, version: str) -> float:
-    """This install's position in [0, 100) for a version's phased rollout (stable across runs)."""
-    digest = hashlib.sha256(f"{install_id}\0{version}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 * 100
-
-
-def install_id(config: AppConfig) -> str:
-    """A random id created once per data dir, used only for rollout buckets."""
-    path = config.data.install_id_file
-    try:
-        value = path.read_text().strip()
-        if len(value) == 32:
-            return value
-    except OSError:
-        pass
-    import secrets
-
-    value = secrets.token_hex(16)
-    atomic_write_bytes(path, value.encode())
-    return value
+MAX_INDEX_BYTES = 4 * 1024 * 1024
 
 
 class _TufFetcher(FetcherInterface):
-    """ngclient's fetcher on our httpx client: same URL policy, proxies and timeouts; counts bytes."""
+    """ngclient's fetcher on the project's fetcher: same URL policy, proxies, deadlines and caps."""
 
     def __init__(self, fetcher: Fetcher) -> None:
         self.fetcher = fetcher
-        self.bytes_received = 0
-        self.requests = 0
-        self.progress: Progress | None = None
-        self.cancel: Cancel | None = None
 
     def _fetch(self, url: str) -> Iterator[bytes]:
-        self.requests += 1
         with self.fetcher.open(url) as response:
             if response.status_code != 200:
-                raise tuf_errors.DownloadHTTPError(f"HTTP {response.status_code} for {url}",
-                                                   response.status_code)
-            total = response.headers.get("content-length")
-            done = 0
-            for chunk in self.fetcher.iter_body(response):
-                if self.cancel is not None and self.cancel():
-                    raise CancelledError("download cancelled")
-                done += len(chunk)
-                self.bytes_received += len(chunk)
-                if self.progress is not None:
-                    self.progress(done, int(total) if total and total.isdigit() else None)
-                yield chunk
+                raise tuf_errors.DownloadHTTPError(f"HTTP {response.status_code}", response.status_code)
+            yield from self.fetcher.body(response, limit=self.fetcher.config.max_document_bytes,
+                                         deadline=self.fetcher.config.document_deadline)
 
 
 class FeedRegistry:
@@ -106,70 +68,68 @@ class FeedRegistry:
         if not config.registry_url:
             raise UsageError("no feed URL configured")
         self.base = check_url(config.registry_url.rstrip("/") + "/")
-        if not config.public_key:
-            raise UsageError("no feed key configured (pass --public-key)")
-        self.pinned: SSlibKey = parse_public_key(config.public_key)
         self.config = config
         self.fetcher = fetcher
         self.tuf_fetcher = _TufFetcher(fetcher)
-        key = hashlib.sha256(self.base.encode()).hexdigest()[:16]
-        self.metadata_dir = config.data.cache_dir / "tuf" / key
-        self.targets_dir = self.metadata_dir / "targets"
+        self.root_bytes: bytes | None = None
+        self.pinned: SSlibKey | None = None
+        root_file = config.shipped_root
+        if root_file is not None:
+            self.root_bytes = _read_root(root_file)
+            anchor = hashlib.sha256(self.root_bytes).hexdigest()
+        elif config.public_key:
+            self.pinned = parse_public_key(config.public_key)
+            anchor = hashlib.sha256(self.pinned.keyid.encode()).hexdigest()
+        else:
+            raise UsageError("no feed trust configured: pass --trusted-root ROOT.json or --public-key KEY")
+        url_key = hashlib.sha256(self.base.encode()).hexdigest()[:16]
+        self.metadata_dir = config.data.cache_dir / "tuf" / f"{url_key}-{anchor[:16]}"
         self._updater: Updater | None = None
         self._infos: dict[str, TargetFile] = {}
 
     # -- trust ------------------------------------------------------------------------
-    def _bootstrap_root(self) -> bytes:
-        url = self.base + "metadata/1.root.json"
-        document = self.fetcher.get_document(url, max_bytes=MAX_ROOT_BYTES)
-        self.tuf_fetcher.bytes_received += len(document.body)
+    def _bootstrap(self) -> bytes:
+        if self.root_bytes is not None:
+            return self.root_bytes
+        saved = self.metadata_dir / "bootstrap-root.json"
         try:
-            md = Metadata[Root].from_bytes(document.body)
-        except Exception as exc:
-            raise TrustError(f"the feed's first root metadata is unreadable: {exc}") from None
+            return saved.read_bytes()
+        except OSError:
+            pass
+        assert self.pinned is not None
+        document = self.fetcher.get_document(self.base + "metadata/1.root.json", max_bytes=MAX_ROOT_BYTES)
+        md = _parse_root(document.body, "the feed's first root metadata")
         signature = md.signatures.get(self.pinned.keyid)
-        if signature is None or not isinstance(md.signed, Root):
+        if signature is None:
             raise TrustError("the feed's root metadata is not signed by the pinned key")
         try:
             self.pinned.verify_signature(signature, CanonicalJSONSerializer().serialize(md.signed))
-        except Exception:
+        except Exception:  # securesystemslib raises several types for a bad signature
             raise TrustError("the feed's root metadata has a bad signature from the pinned key") from None
+        atomic_write_bytes(saved, document.body)
         return document.body
 
     def _open(self) -> Updater:
-        marker = self.metadata_dir / "pinned-key.json"
-        pinned = read_json_object(marker) or {}
-        if pinned.get("keyid") != self.pinned.keyid:
-            # A different pinned key means a different trust root: start from scratch.
-            shutil.rmtree(self.metadata_dir, ignore_errors=True)
-        self.targets_dir.mkdir(parents=True, exist_ok=True)
-        bootstrap = None
-        if not (self.metadata_dir / "root.json").is_file():
-            bootstrap = self._bootstrap_root()
         try:
-            updater = Updater(
-                str(self.metadata_dir), self.base + "metadata/", str(self.targets_dir), self.base + "targets/",
-                fetcher=self.tuf_fetcher, config=UpdaterConfig(max_root_rotations=64),
-                bootstrap=bootstrap)
+            ensure_dir(self.metadata_dir / "targets")
+        except DesktopError:
+            raise
+        bootstrap = self._bootstrap()
+        try:
+            return Updater(str(self.metadata_dir), self.base + "metadata/", str(self.metadata_dir / "targets"),
+                           self.base + "targets/", fetcher=self.tuf_fetcher,
+                           config=UpdaterConfig(max_root_rotations=64), bootstrap=bootstrap)
         except (tuf_errors.RepositoryError, ValueError) as exc:
+            # A cache that no longer verifies from the trust anchor is dropped, not trusted.
+            remove_tree_quietly(self.metadata_dir)
             raise TrustError(f"feed metadata refused: {_describe(exc)}") from None
-        if bootstrap is not None:
-            atomic_write_bytes(marker, json.dumps({"keyid": self.pinned.keyid}).encode())
-        return updater
 
     def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run an ngclient call with its errors mapped to ours."""
+        """Run an ngclient call with its errors mapped to ours (ours pass through unchanged)."""
         try:
             return func(*args, **kwargs)
         except DesktopError:
             raise
-        except tuf_errors.LengthOrHashMismatchError as exc:
-            raise DigestMismatchError(f"{what}: length or hash does not match the signed metadata") from exc
-        except tuf_errors.DownloadError as exc:
-            cause = exc.__cause__ or exc.__context__
-            if isinstance(cause, DesktopError):
-                raise cause from None
-            raise NetworkError(f"{what}: {_describe(exc)}") from None
         except tuf_errors.ExpiredMetadataError as exc:
             raise TrustError(f"feed metadata has expired ({_describe(exc)}); keeping the installed runtime") \
                 from None
@@ -178,85 +138,122 @@ class FeedRegistry:
                              f"{_describe(exc)}") from None
         except tuf_errors.UnsignedMetadataError as exc:
             raise TrustError(f"feed metadata is not signed by a trusted key: {_describe(exc)}") from None
+        except tuf_errors.DownloadHTTPError as exc:
+            raise TrustError(f"{what}: the feed answered HTTP {exc.status_code}") from None
+        except tuf_errors.DownloadError as exc:
+            raise TrustError(f"{what}: {_describe(exc)}") from None
         except tuf_errors.RepositoryError as exc:
             raise TrustError(f"feed metadata refused: {_describe(exc)}") from None
 
     # -- Registry interface -------------------------------------------------------------
     def list_releases(self, channel: str) -> Listing:
-        self.tuf_fetcher.bytes_received = 0
-        self.tuf_fetcher.requests = 0
+        before_requests, before_bytes = self.fetcher.requests, self.fetcher.bytes_received
         updater = self._updater = self._open()
         self._call("checking the feed", updater.refresh)
-        fetched_meta = self.tuf_fetcher.requests
-        index = self._call("reading the release index", updater.get_targetinfo, INDEX)
-        if index is None:
-            return Listing((), bytes_received=self.tuf_fetcher.bytes_received)
-        path = updater.find_cached_target(index) or self._call(
-            "downloading the release index", updater.download_target, index)
-        try:
-            names = json.loads(Path(path).read_bytes())["releases"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise TrustError("the feed's release index is unreadable") from None
-        wanted = channels_for(channel)
-        bypass_rollout = self.config.manual_check
-        iid = install_id(self.config)
+        fetched_meta = self.fetcher.requests - before_requests
+        index_info = self._call("reading the release index", updater.get_targetinfo, INDEX)
         releases: list[Release] = []
-        for name in names if isinstance(names, list) else []:
-            info = self._call("reading release metadata", updater.get_targetinfo, str(name))
-            if info is None:
-                continue
-            release = self._release(info)
-            if release is None or release.channel not in wanted:
-                continue
-            if not bypass_rollout and release.rollout < 100 \
-                    and rollout_bucket(iid, str(release.version)) >= release.rollout:
-                log.info("%s is outside this install's rollout (%g%%)", release.version, release.rollout)
-                continue
-            self._infos[name] = info
-            releases.append(release)
+        if index_info is not None:
+            for name in self._index(index_info):
+                info = self._call("reading release metadata", updater.get_targetinfo, name)
+                release = self._release(info) if info is not None else None
+                if release is not None:
+                    self._infos[name] = info
+                    releases.append(release)
         releases.sort(key=lambda r: r.version, reverse=True)
         # timestamp (plus the probe for a newer root) is all an unchanged feed costs
         return Listing(tuple(releases), not_modified=fetched_meta <= 2,
-                       bytes_received=self.tuf_fetcher.bytes_received)
+                       bytes_received=self.fetcher.bytes_received - before_bytes)
+
+    def _target_url(self, info: TargetFile) -> str:
+        name = info.path
+        directory, _, basename = name.rpartition("/")
+        updater = self._updater
+        consistent = updater is not None and updater._trusted_set.root.consistent_snapshot
+        if consistent:
+            digest = next(iter(info.hashes.values()))
+            basename = f"{digest}.{basename}"
+        path = f"{directory}/{basename}" if directory else basename
+        return self.base + "targets/" + quote(path)
+
+    def _index(self, info: TargetFile) -> list[str]:
+        """The release index, downloaded by our fetcher and checked against its signed info."""
+        if info.length > MAX_INDEX_BYTES:
+            raise TrustError("the feed's release index is too large")
+        url = self._target_url(info)
+        with self.fetcher.open(url) as response:
+            raise_for_status(response, url)
+            data = b"".join(self.fetcher.body(response, limit=info.length,
+                                              deadline=self.fetcher.config.document_deadline))
+        try:
+            info.verify_length_and_hashes(data)
+        except tuf_errors.LengthOrHashMismatchError:
+            raise DigestMismatchError("the feed's release index does not match its signed metadata") from None
+        try:
+            names = json.loads(data)["releases"]
+        except (ValueError, KeyError, TypeError):
+            raise TrustError("the feed's release index is unreadable") from None
+        return [str(n) for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
     def _release(self, info: TargetFile) -> Release | None:
         custom = info.custom if isinstance(info.custom, dict) else {}
-        version = parse_version(custom.get("version"))
-        if version is None:
+        if custom.get("kind", "runtime") != "runtime":
             return None
+        version = parse_version(custom.get("version"))
         sha = info.hashes.get("sha256")
+        integrity = Integrity.from_hex("sha256", sha) if isinstance(sha, str) else None
+        if version is None or integrity is None:
+            return None
         try:
             rollout = float(custom.get("rollout", 100))
         except (TypeError, ValueError):
             rollout = 100.0
+        unpacked = custom.get("unpacked_size")
+        requires = custom.get("requires_shell")
         return Release(
             version=version,
             url=info.path,
-            integrity=Integrity("sha256", bytes.fromhex(sha)) if sha else None,
+            integrity=integrity,
             size=info.length,
             channel=str(custom.get("channel", "stable")),
-            requires_shell=custom.get("requires_shell") if isinstance(custom.get("requires_shell"), str) else None,
+            requires_shell=requires if isinstance(requires, str) else None,
             notes=str(custom.get("notes", "")),
-            rollout=rollout,
+            rollout=rollout if 0 <= rollout <= 100 else 100.0,
             published=str(custom.get("published", "")),
+            unpacked_size=unpacked if isinstance(unpacked, int) and not isinstance(unpacked, bool) else None,
         )
 
-    def download(self, release: Release, dest: Path, *, progress: Progress | None = None,
-                 cancel: Cancel | None = None) -> None:
-        if self._updater is None or release.url not in self._infos:
-            self.list_releases(release.channel)
-        assert self._updater is not None
+    def download(self, release: Release, dest: Path, *, progress: DownloadProgress | None = None,
+                 cancel: Cancel | None = None) -> int:
         info = self._infos.get(release.url)
         if info is None:
-            raise TrustError(f"{release.url} is no longer in the feed")
-        self.tuf_fetcher.progress, self.tuf_fetcher.cancel = progress, cancel
-        try:
-            self._call(f"downloading {release.url}", self._updater.download_target, info, str(dest))
-        finally:
-            self.tuf_fetcher.progress = self.tuf_fetcher.cancel = None
+            raise TrustError(f"{release.url} is not in the signed feed metadata")
+        return self.fetcher.download(self._target_url(info), dest, size=info.length,
+                                     integrity=release.integrity, progress=progress, cancel=cancel)
 
     def close(self) -> None:
         self.fetcher.close()
+
+
+def _read_root(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()[: MAX_ROOT_BYTES + 1]
+    except OSError as exc:
+        raise UsageError(f"cannot read the trusted root {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_ROOT_BYTES:
+        raise UsageError(f"the trusted root {path} is too large")
+    _parse_root(data, f"the trusted root {path}")
+    return data
+
+
+def _parse_root(data: bytes, what: str) -> Metadata[Root]:
+    try:
+        md = Metadata[Root].from_bytes(data)
+    except Exception as exc:  # tuf raises several unrelated types for a broken file
+        raise TrustError(f"{what} is unreadable: {_describe(exc)}") from None
+    if not isinstance(md.signed, Root):
+        raise TrustError(f"{what} is not root metadata")
+    return md
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,142 @@
+"""What a staged version holds, recorded at staging time: every file's size and sha256.
+
+The record lives outside the runtime's own files (records/<v>.json) and is written, durable,
+before the version directory is renamed into place. Launch and "already staged" check a
+version against it: every recorded file's size (cheap: one lstat each) plus the full hash of
+the entry point and the native dependencies. A version that no longer matches its record was
+damaged on disk: it is re-staged, and a start failure of it is not blamed on the release.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.version import Version
+
+from desktop.core.state import Fields, atomic_write_json, read_state
+from desktop.core.tree import walk
+from desktop.core.versions import parse_version
+
+log = logging.getLogger(__name__)
+
+MAX_RECORD_BYTES = 128 * 1024 * 1024
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def file_sha256(path: Path | str) -> str:
+    """sha256 of a regular file, streamed, never through a symlink."""
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """Files and links of one staged version, and which of them must be hashed at launch."""
+
+    version: Version
+    entry: str
+    native: tuple[str, ...]
+    files: dict[str, tuple[int, str]]  # relative path -> (size, sha256)
+    links: dict[str, str]  # relative path -> link target
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": str(self.version),
+            "entry": self.entry,
+            "native": list(self.native),
+            "files": [[rel, size, digest] for rel, (size, digest) in sorted(self.files.items())],
+            "links": [[rel, target] for rel, target in sorted(self.links.items())],
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], source: str) -> VersionRecord | None:
+        fields = Fields(obj, source)
+        version = parse_version(fields.text("version"))
+        entry = fields.text("entry")
+        if version is None or not entry:
+            return None
+        files: dict[str, tuple[int, str]] = {}
+        for item in fields.sequence("files"):
+            if (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
+                    and isinstance(item[1], int) and not isinstance(item[1], bool) and isinstance(item[2], str)):
+                files[item[0]] = (item[1], item[2])
+            else:
+                log.warning("%s: ignoring a malformed file entry", source)
+                return None
+        links: dict[str, str] = {}
+        for item in fields.sequence("links"):
+            if isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item):
+                links[item[0]] = item[1]
+            else:
+                return None
+        native = tuple(n for n in fields.sequence("native") if isinstance(n, str))
+        return cls(version, entry, native, files, links)
+
+    def must_hash(self, rel: str) -> bool:
+        """The entry point and everything under a native dependency are hashed at every launch."""
+        return rel == self.entry or any(rel == n or rel.startswith(n + "/") for n in self.native)
+
+
+def build_record(version: Version, directory: Path, entry: str, native: tuple[str, ...]) -> VersionRecord:
+    """Hash every file of a (complete) version directory."""
+    files: dict[str, tuple[int, str]] = {}
+    links: dict[str, str] = {}
+    for item in walk(directory):
+        if item.is_file:
+            files[item.rel] = (item.st.st_size, file_sha256(item.path))
+        elif item.is_link:
+            links[item.rel] = os.readlink(item.path)
+    return VersionRecord(version, entry, native, files, links)
+
+
+def write_record(path: Path, record: VersionRecord) -> None:
+    atomic_write_json(path, record.to_json())
+
+
+def read_record(path: Path) -> VersionRecord | None:
+    read = read_state(path, max_bytes=MAX_RECORD_BYTES)
+    if read.obj is None:
+        return None
+    return VersionRecord.from_json(read.obj, str(path))
+
+
+def check_against(directory: Path, record: VersionRecord, *, full: bool = False) -> str | None:
+    """Why `directory` no longer matches `record`, or None when it does.
+
+    Sizes of every recorded file (and link targets) always; hashes of the entry and native
+    dependencies, or of everything with `full`. Files the runtime added itself are ignored.
+    """
+    base = os.fspath(directory)
+    for rel, (size, digest) in record.files.items():
+        path = os.path.join(base, rel)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return f"{rel} is missing"
+        if not stat.S_ISREG(st.st_mode):
+            return f"{rel} is not a regular file"
+        if st.st_size != size:
+            return f"{rel} is {st.st_size} bytes, recorded {size}"
+        if full or record.must_hash(rel):
+            try:
+                if file_sha256(path) != digest:
+                    return f"{rel} does not match its recorded sha256"
+            except OSError as exc:
+                return f"{rel} cannot be read: {exc.strerror or exc}"
+    for rel, target in record.links.items():
+        try:
+            if os.readlink(os.path.join(base, rel)) != target:
+                return f"link {rel} changed"
+        except OSError:
+            return f"link {rel} is missing"
+    return None

@@ -1,0 +1,239 @@
+"""The façade: the only core object the CLI and the window call.
+
+    shell = Shell.open(data_dir=..., registry=...)
+    shell.status() / check() / update() / rollback() / clear_bad(v) / collect_garbage()
+    supervisor = shell.supervisor()        # start / restart / stop the runtime
+
+Every method returns a typed result from desktop.core.results or raises a
+desktop.core.errors type; the edges only render. Each method imports what it uses, so
+`status` does not pay for httpx, TUF or the archive formats.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from packaging.version import Version
+
+from desktop.core import policy
+from desktop.core.badlist import BadVersions
+from desktop.core.config import AppConfig, Settings, load_config
+from desktop.core.errors import BusyError, DesktopError, LaunchError, StateError, UsageError
+from desktop.core.failures import FailureMemory, SkippedVersions
+from desktop.core.launching import bundled_target, resolve, staged_problem, staged_target, trusted_versions
+from desktop.core.leases import Leases
+from desktop.core.pointer import Pointer, move_pointer_if, read_pointer
+from desktop.core.results import (
+    BadEntry,
+    BlockEntry,
+    CheckReport,
+    ClearReport,
+    GcReport,
+    LeaseInfo,
+    Progress,
+    RollbackReport,
+    StatusReport,
+    TransientInfo,
+    UpdateOutcome,
+    UpdateReport,
+)
+from desktop.core.text import one_line, redact_url
+from desktop.core.versions import parse_version
+
+if TYPE_CHECKING:
+    import httpx
+
+    from desktop.core.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+Cancel = Callable[[], bool]
+
+
+class Shell:
+    """Runs, updates and protects the runtime of one data dir."""
+
+    def __init__(self, config: AppConfig, *, transport: httpx.BaseTransport | None = None) -> None:
+        self.config = config
+        self._transport = transport
+
+    @classmethod
+    def open(cls, **options: Any) -> Shell:
+        """Load the configuration (shipped < settings < environment < these options) and check the data dir."""
+        return cls(load_config(**options))
+
+    # -- what is there ------------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return self.config.data.root
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.config.data.logs_dir
+
+    @property
+    def registry_display(self) -> str | None:
+        """The registry URL as it may be shown: credentials removed."""
+        return redact_url(self.config.registry_url) if self.config.registry_url else None
+
+    def status(self) -> StatusReport:
+        from desktop.core.updater import last_check
+
+        config = self.config
+        target = resolve(config, repair=False)
+        pointer = read_pointer(config.data.pointer_file)
+        bad = BadVersions(config.data.bad_file).load()
+        memory = FailureMemory(config.data.failures_file)
+        transient = memory.transient()
+        leases = Leases(config.data.leases_dir).live()
+        return StatusReport(
+            version=target.version, source=target.source, reason=target.reason,
+            directory=str(target.directory), shell_version=config.shell_version, data_dir=str(config.data.root),
+            pointer=pointer.to_json() if pointer else None,
+            bad=self.bad_versions(), bad_list_unknown=bad.unknown, blocked=self.blocked(),
+            running=tuple(LeaseInfo(lease.shell_pid, lease.version, lease.source, lease.state, lease.url)
+                          for lease in leases),
+            last_check=last_check(config),
+            transient=TransientInfo(transient.count, transient.last_error, transient.next_retry)
+            if transient else None,
+            registry=self.registry_display, channel=config.channel)
+
+    def current(self) -> tuple[Version, str, str]:
+        """What would launch now: (version, source, why)."""
+        target = resolve(self.config, repair=False)
+        return target.version, target.source, target.reason
+
+    def bad_versions(self) -> tuple[BadEntry, ...]:
+        bad = BadVersions(self.config.data.bad_file).load()
+        return tuple(BadEntry(v, e.reason, e.exit_code, e.stderr_tail, e.time) for v, e in sorted(bad.entries.items()))
+
+    def blocked(self) -> tuple[BlockEntry, ...]:
+        """Versions kept from staging by something other than the bad list."""
+        entries = [BlockEntry(v, "failed validation", p.reason, p.time)
+                   for v, p in FailureMemory(self.config.data.failures_file).pinned().items()]
+        entries += [BlockEntry(v, "skipped by the user", "skipped by the user", t)
+                    for v, t in SkippedVersions(self.config.data.skipped_file).load().items()]
+        return tuple(sorted(entries, key=lambda e: (e.version, e.store)))
+
+    def can_roll_back(self) -> bool:
+        return read_pointer(self.config.data.pointer_file) is not None
+
+    # -- the registry ------------------------------------------------------------------------
+    def check(self, *, bypass_rollout: bool = False) -> CheckReport:
+        from desktop.core import updater
+
+        with self._fetcher() as fetcher:
+            registry = updater.open_registry(self.config, fetcher)
+            return updater.check(self.config, registry, bypass_rollout=bypass_rollout).report
+
+    def update(self, *, progress: Callable[[Progress], None] | None = None, cancel: Cancel | None = None,
+               bypass_rollout: bool = False) -> UpdateReport:
+        """Check and stage the newest usable release; expected failures come back as a report."""
+        from desktop.core import updater
+
+        with self._fetcher() as fetcher:
+            try:
+                registry = updater.open_registry(self.config, fetcher)
+            except DesktopError as exc:
+                return UpdateReport(UpdateOutcome.FAILED, None, error=exc, failure=policy.classify(exc))
+            report = updater.update(self.config, registry, progress=progress, cancel=cancel,
+                                    bypass_rollout=bypass_rollout, received=lambda: fetcher.bytes_received)
+        if report.outcome is UpdateOutcome.STAGED:
+            try:
+                self.collect_garbage()
+            except (DesktopError, OSError) as exc:
+                log.info("garbage collection skipped: %s", exc)
+        return report
+
+    def _fetcher(self) -> Any:
+        from desktop.core.download import Fetcher
+
+        return Fetcher(self.config.net, transport=self._transport)
+
+    def next_check_delay(self, *, rand: float | None = None, now: float | None = None) -> float:
+        """Seconds until the next automatic check (interval with jitter, or backoff after failures)."""
+        transient = FailureMemory(self.config.data.failures_file).transient()
+        return policy.next_check_delay(
+            interval=self.config.settings.check_interval_s, failures=transient.count if transient else 0,
+            rand=random.random() if rand is None else rand,
+            retry_at=transient.next_retry if transient else None, now=time.time() if now is None else now)
+
+    # -- the user's choices -----------------------------------------------------------------
+    def rollback(self) -> RollbackReport:
+        """Pointer back to the previous known-good (or the bundled runtime); the version rolled back
+        from is marked bad ("rolled back by user") so it is not staged again."""
+        config = self.config
+        pointer = read_pointer(config.data.pointer_file)
+        if pointer is None:
+            raise LaunchError("nothing to roll back: the bundled runtime is in use")
+        bundled = bundled_target(config)
+        bad = BadVersions(config.data.bad_file).load()
+        trusted = trusted_versions(pointer)
+        choice = policy.choose_fallback(pointer.version, pointer, bundled=bundled.version,
+                                        is_bad=lambda v: bad.is_bad(v, trusted=trusted),
+                                        usable=lambda v: staged_problem(config, v) is None)
+        to = staged_target(config, choice, f"rolled back to {choice}") if choice is not None else bundled
+        BadVersions(config.data.bad_file).mark(pointer.version, "rolled back by user")
+        move_pointer_if(config.data.pointer_file, pointer.version,
+                        Pointer(to.version, known_good=True) if to.source == "staged" else None)
+        return RollbackReport(pointer.version, to.version, to.source)
+
+    def clear_bad(self, version: str | None) -> ClearReport:
+        """Clear every store that keeps `version` (or every version) from being staged or launched."""
+        parsed: Version | None = None
+        if version is not None:
+            parsed = parse_version(version)
+            if parsed is None:
+                raise UsageError(f"{version!r} is not a valid version")
+        stores: dict[str, tuple[str, ...]] = {}
+        cleared = BadVersions(self.config.data.bad_file).clear(parsed)
+        stores["bad"] = tuple(str(v) for v in cleared)
+        stores["failed validation"] = tuple(str(v) for v in FailureMemory(self.config.data.failures_file)
+                                            .clear(parsed))
+        stores["skipped by the user"] = tuple(str(v) for v in SkippedVersions(self.config.data.skipped_file)
+                                              .unskip(parsed))
+        everything = sorted({Version(v) for names in stores.values() for v in names})
+        return ClearReport(tuple(str(v) for v in everything), {k: v for k, v in stores.items() if v})
+
+    def skip_version(self, version: str) -> None:
+        parsed = parse_version(version)
+        if parsed is None:
+            raise UsageError(f"{version!r} is not a valid version")
+        SkippedVersions(self.config.data.skipped_file).skip(parsed)
+
+    def save_settings(self, settings: Settings) -> Shell:
+        """Persist the user's settings; the returned shell uses them (a new channel included)."""
+        settings.save(self.config.data.settings_file)
+        return Shell(replace(self.config, settings=settings, channel=settings.channel), transport=self._transport)
+
+    def collect_garbage(self) -> GcReport:
+        from desktop.core.gc import collect
+        from desktop.core.stager import Busy
+
+        try:
+            return collect(self.config)
+        except Busy:
+            raise BusyError("another process is staging; try again later") from None
+
+    # -- the runtime -----------------------------------------------------------------------
+    def supervisor(self, *, on_output: Callable[[str, str], None] | None = None,
+                   rules: policy.CrashRules | None = None) -> Supervisor:
+        from desktop.core.supervisor import Supervisor
+
+        return Supervisor(self.config, rules=rules, on_output=on_output)
+
+
+def log_to_file(shell: Shell) -> Path | None:
+    """Send the shell's own log to logs/desktop.log (rotated); None when the data dir is read-only."""
+    from desktop.core.logfile import log_to_file as install
+
+    return install(shell.config.data)
+
+
+__all__ = ["Settings", "Shell", "StateError", "log_to_file", "one_line"]
