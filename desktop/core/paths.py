@@ -125,6 +125,11 @@ class DataDir:
     def record_file(self, version: Version) -> Path:
         return self.records_dir / f"{version}.json"
 
+    def check_writable(self) -> None:
+        """Raise DataDirError unless the data dir can be written to (updates and gc need it)."""
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise DataDirError(f"data dir {self.root} is read-only; updates need it writable")
+
     def ensure(self) -> None:
         """Create the directories a stage writes to (0700); raises DataDirError when it cannot."""
         for path in (self.root, self.versions_dir, self.records_dir, self.downloads_dir, self.cache_dir,

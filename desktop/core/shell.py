@@ -139,6 +139,7 @@ class Shell:
 
         with self._fetcher() as fetcher:
             try:
+                self.config.data.check_writable()
                 registry = updater.open_registry(self.config, fetcher)
             except DesktopError as exc:
                 return UpdateReport(UpdateOutcome.FAILED, None, error=exc, failure=policy.classify(exc))
@@ -216,6 +217,7 @@ class Shell:
         from desktop.core.gc import collect
         from desktop.core.stager import Busy
 
+        self.config.data.check_writable()
         try:
             return collect(self.config)
         except Busy:

@@ -131,6 +131,7 @@ class Supervisor:
         self._settled = threading.Condition()
         self._output, self._output_handler = output_logger(config)
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
+        self._spawn_lock = threading.Lock()
         self._closed = False
 
     # -- observation ----------------------------------------------------------------------
@@ -168,7 +169,7 @@ class Supervisor:
         generation = self._stop_gen
         if not self._thread.is_alive():
             return True  # never started (or closed): nothing runs
-        self._send(_Command.STOP)
+        self._send(_Command.STOP, spawn=False)
         if threading.current_thread() is self._thread:
             return True
         deadline = time.monotonic() + timeout
@@ -188,7 +189,7 @@ class Supervisor:
     def close(self) -> None:
         """Stop the runtime and end the supervisor's thread."""
         self.stop()
-        self._send(_Command.CLOSE)
+        self._send(_Command.CLOSE, spawn=False)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(STOP_TIMEOUT_S)
         self._closed = True
@@ -201,12 +202,14 @@ class Supervisor:
             self._settled.wait_for(lambda: self._handled >= target and self._state in settled, timeout)
         return self._last_event
 
-    def _send(self, command: _Command) -> None:
+    def _send(self, command: _Command, *, spawn: bool = True) -> None:
         self._sent += 1
         self._inbox.append((self._sent, command))
-        if not self._thread.is_alive() and not self._closed and command is not _Command.CLOSE:
-            with contextlib.suppress(RuntimeError):
-                self._thread.start()
+        if spawn and not self._thread.is_alive() and not self._closed and command is not _Command.CLOSE:
+            # Never taken by stop(): a signal handler must not wait on a lock.
+            with self._spawn_lock:
+                if self._thread.ident is None:
+                    self._thread.start()
         self._poke()
 
     def _poke(self) -> None:
@@ -249,7 +252,8 @@ class Supervisor:
         if command is _Command.STOP:
             generation = self._stop_gen
             self._stop_runtime()
-            self._stop_done = generation
+            self._state = RuntimeState.STOPPED
+            self._stop_done = generation  # before the listeners: stop() may be waiting in a signal handler
             self._emit(Stopped())
             return
         if command is _Command.START and self._current is not None and self._current.process.poll() is None:
