@@ -15,8 +15,8 @@ from packaging.version import Version
 
 from desktop.core.errors import TrustError, UsageError
 from desktop.core.feedrepo import FeedRepository
-from desktop.core.publisher import KeyNotAuthorisedError
 from desktop.core.keys import generate, load_signer
+from desktop.core.publisher import KeyNotAuthorisedError
 from desktop.core.registry.feed import channels_for, install_id, rollout_bucket
 from desktop.core.stager import StageOutcome, verify_staged
 from desktop.core.state import read_pointer

@@ -253,6 +253,27 @@ def test_rotation_double_signs_so_clients_on_the_old_root_accept_the_new_state_b
     assert client.versions() == {"1.1.0"}
 
 
+def test_rotating_an_online_key_without_the_old_one_warns_about_the_switch_instant(
+        keys: Keys, runtime: Runtimes, served: tuple[Path, str], tmp_path: Path) -> None:
+    feed, url = served
+    _split_feed(feed, keys, runtime)
+    client = Client(url, tmp_path / "client", first_root(feed))
+    assert client.versions() == {"1.1.0"}
+    root2 = keys("root2")[0].public_key
+    root_only = FeedPublisher(feed).rotate_root(keys("root"), keys("root2"), keys={"root": [root2]})
+    assert root_only.resigned == () and root_only.warnings == (), "the online roles still verify under root v2"
+    online2 = keys("online2")[0].public_key
+    rotated = FeedPublisher(feed).rotate_root(keys("root2"), keys("online2"),
+                                              keys={"targets": [online2], "snapshot": [online2],
+                                                    "timestamp": [online2]})
+    assert rotated.resigned == ("targets", "snapshot", "timestamp")
+    assert len(rotated.warnings) == 1
+    assert "clients on root v2 may refuse the feed for the instant" in rotated.warnings[0]
+    assert client.versions() == {"1.1.0"}
+    FeedPublisher(feed).publish(runtime("1.2.0"), keys("online2"))
+    assert client.versions() == {"1.1.0", "1.2.0"}
+
+
 # -- check before writing -----------------------------------------------------------------------------
 def test_a_staged_state_that_fails_the_client_check_never_goes_live(
         keys: Keys, runtime: Runtimes, served: tuple[Path, str], tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ export_root, releases), the module functions `expiry_report` and `export_root`, 
 types, and the `PublishError` tree in `errors`.
 """
 
+from desktop.core.publisher.draft import INDEX
 from desktop.core.publisher.errors import (
     ExpiredRoleError,
     FeedBusyError,
@@ -24,18 +25,8 @@ from desktop.core.publisher.errors import (
     ThresholdError,
 )
 from desktop.core.publisher.expiry import DEFAULT_EXPIRY, RENEW_WINDOW, RoleExpiry
-from desktop.core.publisher.repository import (
-    FORMATS,
-    INDEX,
-    ExportedRoot,
-    FeedCreated,
-    FeedPublisher,
-    Published,
-    Refreshed,
-    RootRotated,
-    expiry_report,
-    export_root,
-)
+from desktop.core.publisher.repository import FORMATS, FeedPublisher, expiry_report, export_root
+from desktop.core.publisher.results import ExportedRoot, FeedCreated, Published, Refreshed, RootRotated
 from desktop.core.publisher.signing import TOP_ROLES
 
 __all__ = [

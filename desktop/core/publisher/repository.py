@@ -2,37 +2,42 @@
 
 Every operation runs under the feed's lock and follows one path: read the live state,
 refuse keys the current root does not trust for the roles being signed, build and sign the
-next state into a staging directory, read it with the real `tuf.ngclient` as the clients
-that exist would (one that trusted the previous root and kept its metadata, a fresh one
-bootstrapped from the new root, one that starts from `1.root.json`), and only then switch it
-in (see `files.py` for the order). Any failure before the switch leaves the live feed as it
-was, byte for byte.
+next state into a staging directory (`draft.py`), read it with the real `tuf.ngclient` as
+the clients that exist would (one that trusted the previous root and kept its metadata, a
+fresh one bootstrapped from the new root, one that starts from `1.root.json`), and only
+then switch it in (`files.py` has the order). Any failure before the switch leaves the live
+feed as it was, byte for byte.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from securesystemslib.signer import Key, Signer
-from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, TargetFile, Targets, Timestamp
+from securesystemslib.signer import Signer
+from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
 
 from desktop.core import pack
 from desktop.core.errors import UsageError
 from desktop.core.manifest import validate_package
 from desktop.core.publisher import expiry
-from desktop.core.publisher.errors import (
-    ExpiredRoleError,
-    FeedStateError,
-    NoSigningKeyError,
-    PublishError,
+from desktop.core.publisher.draft import (
+    INDEX,
+    Draft,
+    RoleKeys,
+    Thresholds,
+    assign_keys,
+    describe,
+    new_feed,
+    resolve_thresholds,
+    verifies,
 )
-from desktop.core.publisher.expiry import DEFAULT_EXPIRY, RENEW_WINDOW, RoleExpiry
+from desktop.core.publisher.errors import ExpiredRoleError, FeedStateError, NoSigningKeyError, PublishError
+from desktop.core.publisher.expiry import RENEW_WINDOW, RoleExpiry
 from desktop.core.publisher.files import (
     Checkpoint,
     FeedLayout,
@@ -40,88 +45,18 @@ from desktop.core.publisher.files import (
     feed_lock,
     make_public_dir,
     remove_stale_staging,
+    replace_public_file,
     sha256_file,
 )
-from desktop.core.publisher.live import Document, LiveFeed, load_live
-from desktop.core.publisher.signing import (
-    TOP_ROLES,
-    check_signed,
-    refuse_strangers,
-    require,
-    sign,
-    signers_for,
-    trusted_for,
-    unique,
-)
+from desktop.core.publisher.live import LiveFeed, feed_exists, load_live, verified_root_chain
+from desktop.core.publisher.results import ExportedRoot, FeedCreated, Published, Refreshed, RootRotated
+from desktop.core.publisher.signing import TOP_ROLES, refuse_strangers, require, trusted_for, unique
 from desktop.core.publisher.verify import Client, ClientCache, check_as
 
-INDEX = "index.json"
 FORMATS: tuple[str, ...] = tuple(pack.FORMATS)
 
 Clock = Callable[[], datetime]
 Signers = Signer | Sequence[Signer]
-Thresholds = int | Mapping[str, int] | None
-RoleKeys = Mapping[str, Sequence[Key]] | None
-
-
-@dataclass(frozen=True)
-class Published:
-    name: str
-    version: str
-    channel: str
-    rollout: float
-    sha256: str
-    length: int
-    unchanged: bool
-    warnings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Refreshed:
-    timestamp_version: int
-    root_version: int
-    renewed: tuple[str, ...]
-    warnings: tuple[str, ...] = ()
-    expiry: tuple[RoleExpiry, ...] = ()
-
-
-@dataclass(frozen=True)
-class RootRotated:
-    root_version: int
-    keyids: Mapping[str, tuple[str, ...]]
-    thresholds: Mapping[str, int]
-    resigned: tuple[str, ...]
-    warnings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class FeedCreated:
-    root_version: int
-    keyids: Mapping[str, tuple[str, ...]]
-    thresholds: Mapping[str, int]
-
-
-@dataclass(frozen=True)
-class ExportedRoot:
-    path: Path
-    version: int
-    expires: datetime
-    keyids: tuple[str, ...]
-    threshold: int
-    sha256: str
-
-
-@dataclass
-class _Next:
-    """The next state, built from a base state; `_stage_next` bumps versions, signs and stages it."""
-
-    root: Metadata[Root]
-    targets: Metadata[Targets]
-    snapshot: Metadata[Snapshot]
-    timestamp: Metadata[Timestamp]
-    changed: set[str] = field(default_factory=set)
-    new_targets: set[str] = field(default_factory=set)
-    staged_root: bytes | None = None
 
 
 def _signer_list(signers: Signers | None) -> list[Signer]:
@@ -132,51 +67,6 @@ def _signer_list(signers: Signers | None) -> list[Signer]:
     return unique(signers)
 
 
-def _copy(doc: Document[Any]) -> Metadata[Any]:
-    return Metadata.from_bytes(doc.raw)
-
-
-def _resolve_thresholds(thresholds: Thresholds, current: Root | None) -> dict[str, int]:
-    if isinstance(thresholds, int):
-        wanted = dict.fromkeys(TOP_ROLES, thresholds)
-    else:
-        unknown = set(thresholds or {}) - set(TOP_ROLES)
-        if unknown:
-            raise UsageError(f"unknown role {sorted(unknown)[0]!r} (roles: {', '.join(TOP_ROLES)})")
-        wanted = {role: (thresholds or {}).get(role, current.roles[role].threshold if current else 1)
-                  for role in TOP_ROLES}
-    for role, value in wanted.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise UsageError(f"the {role} threshold must be a whole number of at least 1")
-    return wanted
-
-
-def _assign_keys(root: Root, assignment: Mapping[str, Sequence[Key]], thresholds: Mapping[str, int]) -> None:
-    for role, role_keys in assignment.items():
-        if role not in TOP_ROLES:
-            raise UsageError(f"unknown role {role!r} (roles: {', '.join(TOP_ROLES)})")
-        if not role_keys:
-            raise UsageError(f"the {role} role needs at least one key")
-        for old in list(root.roles[role].keyids):
-            root.revoke_key(old, role)
-        for key in role_keys:
-            root.add_key(key, role)
-    for role in TOP_ROLES:
-        count = len(root.roles[role].keyids)
-        if thresholds[role] > count:
-            raise UsageError(f"the {role} threshold {thresholds[role]} is more than its {count} key(s)")
-        root.roles[role].threshold = thresholds[role]
-
-
-def _describe(root: Root) -> tuple[dict[str, tuple[str, ...]], dict[str, int]]:
-    return ({role: tuple(sorted(root.roles[role].keyids)) for role in TOP_ROLES},
-            {role: int(root.roles[role].threshold) for role in TOP_ROLES})
-
-
-def _verifies(root: Root, role: str, md: Metadata[Any]) -> bool:
-    return bool(root.get_verification_result(role, md.signed_bytes, md.signatures).verified)
-
-
 def _no_checkpoint(step: str) -> None:
     return None
 
@@ -184,9 +74,10 @@ def _no_checkpoint(step: str) -> None:
 class FeedPublisher:
     """A TUF feed in a directory, written only through verified, atomic switches.
 
-    `clock` gives the time metadata is signed at (inject it to test expiry); `lock_timeout`
-    is how long to wait for another publisher (0: fail at once with `FeedBusyError`);
-    `checkpoint(step)` is called at each named step ("locked", "staged", "verified",
+    `clock` gives the time metadata is signed at (tests move it forward to reach expiry; the
+    client check before the switch runs at the real time); `lock_timeout` is how long to
+    wait for another publisher (0: fail at once with `FeedBusyError`); `checkpoint(step)` is
+    called at each named step ("locked", "authorised", "staged", "verified",
     "replace <path>", "committed") so tests can inject a failure or a kill there.
     """
 
@@ -202,15 +93,13 @@ class FeedPublisher:
         return self.layout.root
 
     def exists(self) -> bool:
-        from desktop.core.publisher.live import feed_exists
-
         return feed_exists(self.layout)
 
     # -- operations -----------------------------------------------------------------------
     def create(self, signers: Signers, *, thresholds: Thresholds = None, keys: RoleKeys = None) -> FeedCreated:
         """A new feed: root, targets, snapshot and timestamp v1.
 
-        Every role is held by every signer's key unless `keys` maps roles to public keys;
+        Every role is held by every signer's key unless `keys` maps each role to public keys;
         `thresholds` is one number for every role or a per-role mapping (default 1).
         """
         given = _signer_list(signers)
@@ -221,10 +110,11 @@ class FeedPublisher:
         with self._session(create=True) as staging:
             if load_live(self.layout) is not None:
                 raise UsageError(f"{self.root} already holds a feed")
-            base = self._new_feed_base(staging, given, thresholds, keys)
+            base = new_feed(self.layout, staging, given, thresholds, keys, self.clock())
             staging.add_metadata("timestamp.json", base.timestamp.raw)
-            self._verify_and_commit(staging, None, base.root.raw, {})
-            ids, limits = _describe(base.root.signed)
+            self.checkpoint("staged")
+            self._verify_and_commit(staging, None, Draft.from_base(base))
+            ids, limits = describe(base.root.signed)
             return FeedCreated(1, ids, limits)
 
     def publish(self, runtime_dir: Path, signers: Signers, *, channel: str = "stable", rollout: float = 100.0,
@@ -236,7 +126,7 @@ class FeedPublisher:
         Needs the targets, snapshot and timestamp keys; also renews root when it expires within
         `window` and a threshold of root keys was given. `thresholds`/`keys` apply only when
         the feed is created. The same version with different bytes is refused (`UsageError`);
-        the same bytes with new facts (a wider rollout) re-sign them.
+        the same bytes with new facts (a wider rollout) are re-signed.
         """
         if fmt not in FORMATS:
             raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
@@ -248,7 +138,7 @@ class FeedPublisher:
             raise NoSigningKeyError(self._no_key_message(new=not self.exists()))
         with self._session(create=True) as staging:
             live = load_live(self.layout)
-            base = live or self._new_feed_base(staging, given, thresholds, keys)
+            base = live or new_feed(self.layout, staging, given, thresholds, keys, self.clock())
             root = base.root.signed
             refuse_strangers([root], given, self.root, Targets.type)
             for role in (Targets.type, Snapshot.type, Timestamp.type):
@@ -258,9 +148,9 @@ class FeedPublisher:
             archive = staging.work / name
             pack.pack_directory(runtime_dir, archive, fmt)
             sha256, length = sha256_file(archive)
-            nxt = self._next_from(base)
-            targets = nxt.targets.signed
-            for path, other in targets.targets.items():
+            draft = Draft.from_base(base)
+            published = draft.targets.signed.targets
+            for path, other in published.items():
                 if (path != INDEX and str((other.custom or {}).get("version")) == str(manifest.version)
                         and other.hashes.get("sha256") != sha256):
                     raise UsageError(f"version {manifest.version} is already published as {path} "
@@ -274,7 +164,7 @@ class FeedPublisher:
                 "notes": notes,
                 "published": published_at or self.clock().isoformat(),
             }
-            previous = targets.targets.get(name)
+            previous = published.get(name)
             if previous is not None and previous.hashes.get("sha256") == sha256:
                 old = dict(previous.custom or {})
                 custom["published"] = old.get("published", custom["published"])
@@ -284,14 +174,12 @@ class FeedPublisher:
             stored = f"{sha256}.{name}"
             if not (self.layout.targets / stored).exists():
                 staging.add_target_file(archive, stored)
-            nxt.new_targets.add(name)
-            targets.targets[name] = TargetFile(length, {"sha256": sha256}, name, unrecognized_fields={"custom": custom})
-            self._stage_index(staging, nxt)
-            nxt.changed.update((Targets.type, Snapshot.type, Timestamp.type))
-            self._renew_in_window(base, nxt, given, window, roles=(Root.type,), explicit=())
-            self._stage_next(staging, base, nxt, given)
-            warnings = self._verify_and_commit(staging, live, nxt.staged_root or base.root.raw,
-                                               dict(targets.targets), nxt.new_targets)
+            draft.add_target(name, length, sha256, custom)
+            draft.stage_index(staging, self.layout)
+            self._renew_in_window(draft, given, window, roles=(Root.type,), explicit=())
+            draft.stage(staging, given, self.clock(), self.root)
+            self.checkpoint("staged")
+            warnings = self._verify_and_commit(staging, live, draft)
             warnings += self._warnings(self._require_live(), window)
             return Published(name, str(manifest.version), channel, rollout, sha256, length, False, tuple(warnings))
 
@@ -300,10 +188,10 @@ class FeedPublisher:
         """Re-sign snapshot and timestamp, and every other role that expires within `window`.
 
         Root and targets are renewed only with a threshold of their own keys; without them a
-        role still valid is left as is and named in `warnings`, a role already expired is
-        refused (`ExpiredRoleError`). `renew` forces roles regardless of the window.
+        role still valid is left as it is and named in `warnings`, a role already expired is
+        refused (`ExpiredRoleError`). `renew` forces roles whatever their expiry.
         `timestamp_expiry` overrides the timestamp's validity; a value <= 0 signs an already
-        expired timestamp (for testing clients; the client check then skips its freshness).
+        expired timestamp (to test clients with; the client check then skips its freshness).
         """
         given = _signer_list(signers)
         if not given:
@@ -318,24 +206,24 @@ class FeedPublisher:
             for role in (Snapshot.type, Timestamp.type):
                 require(root, role, given, self.root)
             self.checkpoint("authorised")
-            nxt = self._next_from(live)
-            nxt.changed.update((Snapshot.type, Timestamp.type))
-            self._renew_in_window(live, nxt, given, window, roles=(Root.type, Targets.type), explicit=tuple(renew))
-            expired_on_purpose = timestamp_expiry is not None and timestamp_expiry <= timedelta(0)
-            self._stage_next(staging, live, nxt, given,
-                             timestamp_expiry=None if expired_on_purpose else timestamp_expiry)
+            draft = Draft.from_base(live)
+            draft.change(Snapshot.type)
+            self._renew_in_window(draft, given, window, roles=(Root.type, Targets.type), explicit=tuple(renew))
+            on_purpose = timestamp_expiry is not None and timestamp_expiry <= timedelta(0)
+            draft.stage(staging, given, self.clock(), self.root,
+                        timestamp_expiry=None if on_purpose else timestamp_expiry)
+            self.checkpoint("staged")
 
             def expire_timestamp() -> None:
                 assert timestamp_expiry is not None
-                self._restage_timestamp(staging, nxt, given, self.clock() + timestamp_expiry)
+                draft.restage_timestamp(staging, given, self.clock() + timestamp_expiry, self.root)
 
-            warnings = self._verify_and_commit(
-                staging, live, nxt.staged_root or live.root.raw, dict(nxt.targets.signed.targets), set(),
-                before_commit=expire_timestamp if expired_on_purpose else None)
+            warnings = self._verify_and_commit(staging, live, draft,
+                                               before_commit=expire_timestamp if on_purpose else None)
             after = self._require_live()
             report = expiry.report(after, self.clock(), window)
             warnings += [w for w in (e.warning() for e in report) if w]
-            renewed = tuple(role for role in TOP_ROLES if role in nxt.changed)
+            renewed = tuple(role for role in TOP_ROLES if role in draft.changed)
             return Refreshed(int(after.timestamp.signed.version), after.root_version, renewed,
                              tuple(dict.fromkeys(warnings)), tuple(report))
 
@@ -346,8 +234,8 @@ class FeedPublisher:
         By default every role goes to the new signers' keys; `keys` maps only the roles to
         change to their new public keys. Thresholds default to the current ones. Targets,
         snapshot and timestamp are re-signed only if they no longer verify under the new
-        root, by the new keys (and by the old ones given, so a client still on root N
-        accepts them while root N+1 is switched in).
+        root, by the new keys and by the old ones given (so a client still on root N accepts
+        them while root N+1 is switched in).
         """
         old = _signer_list(old_signers)
         new = _signer_list(new_signers)
@@ -360,43 +248,35 @@ class FeedPublisher:
             current = live.root.signed
             refuse_strangers([current], old, self.root, Root.type)
             require(current, Root.type, old, self.root)
-            nxt = self._next_from(live)
-            limits = _resolve_thresholds(thresholds, current)
+            draft = Draft.from_base(live)
+            future = draft.root.signed
             assignment = dict(keys) if keys else {role: [s.public_key for s in new] for role in TOP_ROLES}
-            _assign_keys(nxt.root.signed, assignment, limits)
-            refuse_strangers([nxt.root.signed], new, self.root, Root.type)
+            assign_keys(future, assignment, resolve_thresholds(thresholds, current))
+            refuse_strangers([future], new, self.root, Root.type)
             self.checkpoint("authorised")
-            nxt.changed.add(Root.type)
-            future = nxt.root.signed
-            if not _verifies(future, Targets.type, live.targets.md):
-                nxt.changed.add(Targets.type)
-            if Targets.type in nxt.changed or not _verifies(future, Snapshot.type, live.snapshot.md):
-                nxt.changed.add(Snapshot.type)
-            if Snapshot.type in nxt.changed or not _verifies(future, Timestamp.type, live.timestamp.md):
-                nxt.changed.add(Timestamp.type)
-            self._stage_next(staging, live, nxt, [*old, *new])
-            warnings = self._verify_and_commit(staging, live, nxt.staged_root or live.root.raw,
-                                               dict(nxt.targets.signed.targets), set())
-            ids, thresholds_now = _describe(future)
-            return RootRotated(int(future.version), ids, thresholds_now,
-                               tuple(r for r in TOP_ROLES if r in nxt.changed and r != Root.type), tuple(warnings))
+            draft.changed.add(Root.type)
+            for role, md in ((Targets.type, live.targets.md), (Snapshot.type, live.snapshot.md),
+                             (Timestamp.type, live.timestamp.md)):
+                if not verifies(future, role, md):
+                    draft.change(role)
+            draft.stage(staging, [*old, *new], self.clock(), self.root)
+            self.checkpoint("staged")
+            warnings = self._verify_and_commit(staging, live, draft)
+            ids, limits = describe(future)
+            resigned = tuple(r for r in TOP_ROLES if r in draft.changed and r != Root.type)
+            return RootRotated(int(future.version), ids, limits, resigned, tuple(warnings))
 
     def expiry_report(self, *, window: timedelta | None = None) -> list[RoleExpiry]:
         """Each role's expiry at the publisher's clock, root first."""
         return expiry.report(self._require_live(), self.clock(), window)
 
     def export_root(self, out: Path) -> ExportedRoot:
-        """Write the feed's newest root, after checking its chain from 1.root.json, for an app to ship."""
-        from desktop.core.publisher.files import replace_public_file
-        from desktop.core.publisher.live import verified_root_chain
-
+        """Write the feed's newest root, its chain from 1.root.json checked, for an app release to ship."""
         root = verified_root_chain(self.layout)
         try:
             replace_public_file(Path(out), root.raw)
         except OSError as exc:
             raise PublishError(f"cannot write {out}: {exc.strerror or exc}") from None
-        import hashlib
-
         role = root.signed.roles[Root.type]
         return ExportedRoot(Path(out), int(root.signed.version), root.signed.expires, tuple(sorted(role.keyids)),
                             int(role.threshold), hashlib.sha256(root.raw).hexdigest())
@@ -435,47 +315,7 @@ class FeedPublisher:
         return (f"{self.root} is an existing feed: pass the key(s) its root trusts with --key FILE "
                 "(a key is never generated for an existing feed)")
 
-    def _new_feed_base(self, staging: Staging, signers: list[Signer], thresholds: Thresholds,
-                       keys: RoleKeys) -> LiveFeed:
-        """Version 1 of every role, staged (timestamp kept in memory): the base of a new feed."""
-        now = self.clock()
-        root = Root(expires=now + DEFAULT_EXPIRY[Root.type], consistent_snapshot=True)
-        limits = _resolve_thresholds(thresholds, None)
-        assignment = dict(keys) if keys else {role: [s.public_key for s in signers] for role in TOP_ROLES}
-        missing = [role for role in TOP_ROLES if role not in assignment]
-        if missing:
-            raise UsageError(f"a new feed needs keys for every role; none given for {', '.join(missing)}")
-        _assign_keys(root, assignment, limits)
-        refuse_strangers([root], signers, self.root, Targets.type)
-        docs: dict[str, Document[Any]] = {}
-        for role, signed in ((Root.type, root), (Targets.type, Targets(expires=now + DEFAULT_EXPIRY[Targets.type])),
-                             (Snapshot.type, Snapshot(expires=now + DEFAULT_EXPIRY[Snapshot.type])),
-                             (Timestamp.type, Timestamp(expires=now + DEFAULT_EXPIRY[Timestamp.type]))):
-            md: Metadata[Any] = Metadata(signed)
-            require(root, role, signers, self.root)
-            data = sign(md, signers_for(role, signers, root))
-            check_signed(root, role, md, self.root)
-            docs[role] = Document(data, md)
-            if role != Timestamp.type:
-                staging.add_metadata(f"1.{role}.json", data)
-                staging.add_metadata(f"{role}.json", data)
-        return LiveFeed(self.layout, docs[Root.type], docs[Timestamp.type], docs[Snapshot.type], docs[Targets.type])
-
-    def _next_from(self, base: LiveFeed) -> _Next:
-        return _Next(_copy(base.root), _copy(base.targets), _copy(base.snapshot), _copy(base.timestamp))
-
-    def _stage_index(self, staging: Staging, nxt: _Next) -> None:
-        names = sorted(path for path in nxt.targets.signed.targets if path != INDEX)
-        data = json.dumps({"releases": names}, indent=1, sort_keys=True).encode()
-        import hashlib
-
-        digest = hashlib.sha256(data).hexdigest()
-        if not (self.layout.targets / f"{digest}.{INDEX}").exists():
-            staging.add_target_bytes(f"{digest}.{INDEX}", data)
-        nxt.targets.signed.targets[INDEX] = TargetFile(len(data), {"sha256": digest}, INDEX)
-        nxt.new_targets.add(INDEX)
-
-    def _renew_in_window(self, base: LiveFeed, nxt: _Next, signers: list[Signer], window: timedelta,
+    def _renew_in_window(self, draft: Draft, signers: list[Signer], window: timedelta,
                          roles: Sequence[str], explicit: Sequence[str]) -> None:
         """Mark for renewal each of `roles` expiring within `window` whose keys were given.
 
@@ -483,101 +323,45 @@ class FeedPublisher:
         one that has already expired cannot be left alone: the feed would stay dead.
         """
         now = self.clock()
+        base = draft.base
         root = base.root.signed
-        current = {Root.type: base.root.signed, Targets.type: base.targets.signed}
+        current: Mapping[str, Root | Targets] = {Root.type: base.root.signed, Targets.type: base.targets.signed}
         for role in roles:
             signed = current[role]
-            if role in nxt.changed:
+            if role in draft.changed:
                 continue
             if role not in explicit and signed.expires - now > window:
                 continue
             if len(trusted_for(root, role, signers)) >= root.roles[role].threshold:
-                nxt.changed.add(role)
-                if role == Targets.type:
-                    nxt.changed.add(Snapshot.type)
+                if role == Root.type:
+                    draft.changed.add(Root.type)
+                else:
+                    draft.change(role)
                 continue
             if role in explicit:
                 require(root, role, signers, self.root)
-            when = signed.expires.strftime("%Y-%m-%d %H:%M UTC")
             if signed.expires <= now:
+                when = signed.expires.strftime("%Y-%m-%d %H:%M UTC")
                 raise ExpiredRoleError(f"the {role} metadata of {self.root} expired on {when}; renewing it needs "
                                        f"the {role} key(s), which were not given (--key FILE)")
 
-    def _stage_next(self, staging: Staging, base: LiveFeed, nxt: _Next, signers: list[Signer], *,
-                    timestamp_expiry: timedelta | None = None) -> None:
-        """Bump, sign and stage every changed role (root, targets, snapshot, timestamp in that order)."""
-        now = self.clock()
-        feed = self.root
-        old_root = base.root.signed
-        new_root = nxt.root.signed
-        roots = (new_root,) if Root.type not in nxt.changed else (old_root, new_root)
-        if Root.type in nxt.changed:
-            new_root.version = base.root_version + 1
-            new_root.expires = now + DEFAULT_EXPIRY[Root.type]
-            for trusted in roots:
-                require(trusted, Root.type, signers, feed)
-            data = sign(nxt.root, signers_for(Root.type, signers, *roots))
-            for trusted in roots:
-                check_signed(trusted, Root.type, nxt.root, feed)
-            staging.add_metadata(f"{new_root.version}.root.json", data)
-            staging.add_metadata("root.json", data)
-            nxt.staged_root = data
-        if Targets.type in nxt.changed:
-            targets = nxt.targets.signed
-            targets.version = base.next_version(Targets.type, base.targets.signed.version)
-            targets.expires = now + DEFAULT_EXPIRY[Targets.type]
-            self._sign_role(staging, Targets.type, nxt.targets, signers, new_root, roots,
-                            f"{targets.version}.targets.json", "targets.json")
-            nxt.snapshot.signed.meta["targets.json"] = MetaFile(version=targets.version)
-        if Snapshot.type in nxt.changed:
-            snapshot = nxt.snapshot.signed
-            snapshot.version = base.next_version(Snapshot.type, base.snapshot.signed.version)
-            snapshot.expires = now + DEFAULT_EXPIRY[Snapshot.type]
-            self._sign_role(staging, Snapshot.type, nxt.snapshot, signers, new_root, roots,
-                            f"{snapshot.version}.snapshot.json", "snapshot.json")
-            nxt.timestamp.signed.snapshot_meta = MetaFile(version=snapshot.version)
-        if Timestamp.type in nxt.changed:
-            stamp = nxt.timestamp.signed
-            stamp.version = base.timestamp.signed.version + 1
-            stamp.expires = now + (timestamp_expiry if timestamp_expiry is not None
-                                   else DEFAULT_EXPIRY[Timestamp.type])
-            self._sign_role(staging, Timestamp.type, nxt.timestamp, signers, new_root, roots, "timestamp.json")
-        self.checkpoint("staged")
-
-    def _sign_role(self, staging: Staging, role: str, md: Metadata[Any], signers: list[Signer], new_root: Root,
-                   roots: Sequence[Root], *names: str) -> None:
-        require(new_root, role, signers, self.root)
-        # Keys the previous root trusted sign too: a client still on that root during the
-        # switch to a new one keeps accepting the new state.
-        data = sign(md, signers_for(role, signers, *roots))
-        check_signed(new_root, role, md, self.root)
-        for name in names:
-            staging.add_metadata(name, data)
-
-    def _restage_timestamp(self, staging: Staging, nxt: _Next, signers: list[Signer], expires: datetime) -> None:
-        """Re-sign the verified timestamp with an expiry the caller asked for (already past)."""
-        root = nxt.root.signed
-        nxt.timestamp.signed.expires = expires
-        data = sign(nxt.timestamp, signers_for(Timestamp.type, signers, root))
-        check_signed(root, Timestamp.type, nxt.timestamp, self.root)
-        staging.add_metadata("timestamp.json", data)
-
-    def _verify_and_commit(self, staging: Staging, live: LiveFeed | None, newest_root: bytes,
-                           expect: Mapping[str, TargetFile], download: set[str] | frozenset[str] = frozenset(),
+    def _verify_and_commit(self, staging: Staging, live: LiveFeed | None, draft: Draft,
                            before_commit: Callable[[], None] | None = None) -> list[str]:
-        """Check the staged state as every kind of existing client, then switch it in."""
+        """Read the staged state as every kind of existing client, then switch it in."""
         layers = [staging.dir, self.layout.root]
+        expect: Mapping[str, TargetFile] = dict(draft.targets.signed.targets)
+        newest_root = draft.newest_root
         newest = Metadata[Root].from_bytes(newest_root).signed
         clients = [Client(f"a fresh client bootstrapped from root v{newest.version}", newest_root)]
         warnings: list[str] = []
         if live is not None:
-            clients.append(Client(f"a client that trusted root v{live.root_version}", live.root.raw,
-                                  ClientCache(live.timestamp.raw, live.snapshot.raw, live.targets.raw)))
+            cache = ClientCache(live.timestamp.raw, live.snapshot.raw, live.targets.raw)
+            clients.append(Client(f"a client that trusted root v{live.root_version}", live.root.raw, cache))
             if live.root_version > 1:
                 clients.append(Client("a client that starts from the first root (1.root.json)", live.root_bytes(1)))
         for number, client in enumerate(clients):
             check_as(client, layers, feed=self.root, work=staging.work, expect=expect,
-                     download=download if number == 0 else ())
+                     download=draft.new_targets if number == 0 else ())
         if live is not None and newest.version > live.root_version:
             hidden = {f"metadata/{v}.root.json" for v in range(live.root_version + 1, newest.version + 1)}
             between = Client(f"a client on root v{live.root_version} before root v{newest.version} is live",
@@ -611,5 +395,3 @@ def expiry_report(feed_dir: Path, *, now: datetime | None = None,
 def export_root(feed_dir: Path, out_file: Path) -> ExportedRoot:
     """Write the feed's current trusted root.json (its chain checked) to `out_file` for an app to ship."""
     return FeedPublisher(Path(feed_dir)).export_root(Path(out_file))
-
-
