@@ -140,7 +140,8 @@ def feed_lock(layout: FeedLayout, timeout: float) -> Iterator[None]:
 def remove_stale_staging(layout: FeedLayout) -> None:
     """Delete staging directories left by a publisher that died (call with the lock held)."""
     try:
-        entries = list(os.scandir(layout.root))
+        with os.scandir(layout.root) as it:
+            entries = list(it)
     except FileNotFoundError:
         return
     for entry in entries:
@@ -162,12 +163,13 @@ def widen_modes(layout: FeedLayout) -> None:
             os.chmod(directory, DIR_MODE)
         if directory == layout.root:
             continue
-        for entry in os.scandir(directory):
-            if entry.name.startswith("."):
-                continue
-            entry_st = entry.stat(follow_symlinks=False)
-            if stat.S_ISREG(entry_st.st_mode) and stat.S_IMODE(entry_st.st_mode) != FILE_MODE:
-                os.chmod(entry.path, FILE_MODE)
+        with os.scandir(directory) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue
+                entry_st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(entry_st.st_mode) and stat.S_IMODE(entry_st.st_mode) != FILE_MODE:
+                    os.chmod(entry.path, FILE_MODE)
 
 
 def commit_rank(rel: str) -> tuple[int, int, str]:
