@@ -9,8 +9,8 @@ Layout (serve `DIR` from any static HTTP server or bucket; skip its dot-files):
     DIR/.publish.lock, DIR/.staging-*/            the publisher's lock and work area
 
 Public surface: `FeedPublisher` (create, publish, refresh, rotate_root, expiry_report,
-export_root, releases), the module functions `expiry_report` and `export_root`, result
-types, and the `PublishError` tree in `errors`.
+export_root, releases), the module functions `expiry_report`, `feed_status` and
+`export_root`, result types, and the `PublishError` tree in `errors`.
 """
 
 from desktop.core.publisher.draft import INDEX
@@ -25,7 +25,8 @@ from desktop.core.publisher.errors import (
     ThresholdError,
 )
 from desktop.core.publisher.expiry import DEFAULT_EXPIRY, RENEW_WINDOW, RoleExpiry
-from desktop.core.publisher.repository import FORMATS, FeedPublisher, expiry_report, export_root
+from desktop.core.publisher.report import FeedStatus, expiry_report, export_root, feed_status
+from desktop.core.publisher.repository import FORMATS, FeedPublisher
 from desktop.core.publisher.results import ExportedRoot, FeedCreated, Published, Refreshed, RootRotated
 from desktop.core.publisher.signing import TOP_ROLES
 
@@ -42,6 +43,7 @@ __all__ = [
     "FeedCreated",
     "FeedPublisher",
     "FeedStateError",
+    "FeedStatus",
     "KeyNotAuthorisedError",
     "NoSigningKeyError",
     "PublishError",
@@ -52,4 +54,5 @@ __all__ = [
     "ThresholdError",
     "expiry_report",
     "export_root",
+    "feed_status",
 ]

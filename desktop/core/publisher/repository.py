@@ -382,16 +382,3 @@ class FeedPublisher:
     def _warnings(self, live: LiveFeed, window: timedelta | None = None) -> list[str]:
         return [w for w in (e.warning() for e in expiry.report(live, self.clock(), window)) if w]
 
-
-def expiry_report(feed_dir: Path, *, now: datetime | None = None,
-                  window: timedelta | None = None) -> list[RoleExpiry]:
-    """Each role's expiry in the feed at `feed_dir` (root, targets, snapshot, timestamp)."""
-    live = load_live(FeedLayout(Path(feed_dir)))
-    if live is None:
-        raise FeedStateError(f"{feed_dir} holds no feed")
-    return expiry.report(live, now or expiry.now_utc(), window)
-
-
-def export_root(feed_dir: Path, out_file: Path) -> ExportedRoot:
-    """Write the feed's current trusted root.json (its chain checked) to `out_file` for an app to ship."""
-    return FeedPublisher(Path(feed_dir)).export_root(Path(out_file))

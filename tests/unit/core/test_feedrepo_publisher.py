@@ -18,9 +18,11 @@ from desktop.core.publisher import (
     FORMATS,
     FeedBusyError,
     FeedPublisher,
+    FeedStateError,
     KeyNotAuthorisedError,
     ThresholdError,
     expiry_report,
+    feed_status,
 )
 from desktop.core.publisher.draft import resolve_thresholds
 from desktop.core.publisher.expiry import now_utc
@@ -156,3 +158,17 @@ def test_the_single_key_interface_still_works(signers: list[CryptoSigner], tmp_p
     assert repo.rotate_root(signers[0], signers[1]) == 2
     with pytest.raises(KeyNotAuthorisedError):
         repo.refresh(signers[0])
+
+
+def test_feed_status_shows_versions_releases_and_the_warnings_to_act_on(
+        signers: list[CryptoSigner], tmp_path: Path) -> None:
+    feed = tmp_path / "feed"
+    FeedPublisher(feed).publish(derive_runtime(tmp_path / "rt", "1.1.0"), signers[:1], channel="beta")
+    status = feed_status(feed)
+    assert (status.root_version, status.targets_version, status.timestamp_version) == (1, 2, 2)
+    assert [(r["version"], r["channel"]) for r in status.releases] == [("1.1.0", "beta")]
+    assert status.warnings == () and [e.role for e in status.expiry] == ["root", "targets", "snapshot", "timestamp"]
+    later = feed_status(feed, now=now_utc() + timedelta(days=350))
+    assert any(w.startswith("WARNING: the feed's root metadata expires in 15 days") for w in later.warnings)
+    with pytest.raises(FeedStateError, match="holds no feed"):
+        feed_status(tmp_path / "elsewhere")
