@@ -37,6 +37,7 @@ from desktop.core.publisher import (
     FeedCheckError,
     FeedPublisher,
     FeedStateError,
+    FeedWriteError,
     KeyNotAuthorisedError,
     NoSigningKeyError,
     ThresholdError,
@@ -308,7 +309,7 @@ def test_a_failure_after_the_check_leaves_the_feed_byte_for_byte_unchanged(
 
     for operation in (lambda p: p.publish(runtime("1.2.0"), keys("a")), lambda p: p.refresh(keys("a")),
                       lambda p: p.rotate_root(keys("a"), keys("b"))):
-        with pytest.raises(OSError, match="No space"):
+        with pytest.raises(FeedWriteError, match=r"^cannot write the feed .*: No space left on device$"):
             operation(FeedPublisher(feed, checkpoint=disk_full))
         assert served_tree(feed) == before
         assert dot_entries(feed) == {".publish.lock"}

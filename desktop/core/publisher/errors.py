@@ -1,13 +1,14 @@
 """Errors the publisher raises, under the core's `DesktopError`.
 
     DesktopError
-    └── PublishError               the feed was left exactly as it was (exit code 1)
+    └── PublishError               refused or failed; clients still read the feed as before (exit code 1)
         ├── NoSigningKeyError      no key was given (a key is never generated for a feed)
         ├── KeyNotAuthorisedError  a key the feed's current root does not trust for the role
         ├── ThresholdError         too few of a role's keys to reach its signature threshold
         ├── ExpiredRoleError       a role has expired and the key to renew it was not given
         ├── FeedStateError         the live feed's metadata cannot be read
         ├── FeedCheckError         the new state failed the client's verification before going live
+        ├── FeedWriteError         the disk refused a write (full, read-only, not ours)
         └── FeedBusyError          another publisher holds the feed's lock
 
 They are not `UsageError`s: a refused key is a failed publish (exit 1), not a malformed
@@ -45,6 +46,10 @@ class FeedStateError(PublishError):
 
 class FeedCheckError(PublishError):
     """The staged feed did not verify the way a client would verify it."""
+
+
+class FeedWriteError(PublishError):
+    """A file of the feed could not be written; clients still read a consistent feed."""
 
 
 class FeedBusyError(PublishError):

@@ -36,7 +36,13 @@ from desktop.core.publisher.draft import (
     resolve_thresholds,
     verifies,
 )
-from desktop.core.publisher.errors import ExpiredRoleError, FeedStateError, NoSigningKeyError, PublishError
+from desktop.core.publisher.errors import (
+    ExpiredRoleError,
+    FeedStateError,
+    FeedWriteError,
+    NoSigningKeyError,
+    PublishError,
+)
 from desktop.core.publisher.expiry import RENEW_WINDOW, RoleExpiry
 from desktop.core.publisher.files import (
     Checkpoint,
@@ -289,18 +295,24 @@ class FeedPublisher:
     # -- mechanics ------------------------------------------------------------------------
     @contextlib.contextmanager
     def _session(self, *, create: bool) -> Iterator[Staging]:
-        if not self.layout.root.is_dir():
-            if not create:
-                raise FeedStateError(f"{self.root} holds no feed; publish something first")
-            make_public_dir(self.layout.root)
-        with feed_lock(self.layout, self.lock_timeout):
-            self.checkpoint("locked")
-            remove_stale_staging(self.layout)
-            staging = Staging(self.layout)
-            try:
-                yield staging
-            finally:
-                staging.discard()
+        try:
+            if not self.layout.root.is_dir():
+                if not create:
+                    raise FeedStateError(f"{self.root} holds no feed; publish something first")
+                make_public_dir(self.layout.root)
+            with feed_lock(self.layout, self.lock_timeout):
+                self.checkpoint("locked")
+                remove_stale_staging(self.layout)
+                staging = Staging(self.layout)
+                try:
+                    yield staging
+                finally:
+                    staging.discard()
+        except OSError as exc:
+            # Before the switch nothing live was touched; during it, each file went in whole and
+            # timestamp.json last, so clients still read the old state or the new one.
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise FeedWriteError(f"cannot write the feed {self.root}: {exc.strerror or exc}{where}") from exc
 
     def _require_live(self) -> LiveFeed:
         live = load_live(self.layout)
