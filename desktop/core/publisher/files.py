@@ -20,6 +20,7 @@ publisher writes is 0644 and every directory 0755, whatever the umask.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import stat
@@ -103,8 +104,6 @@ def write_public_file(path: Path, data: bytes) -> None:
 
 def sha256_file(path: Path) -> tuple[str, int]:
     """The hex sha256 and length of a file, streamed."""
-    import hashlib
-
     digest = hashlib.sha256()
     length = 0
     with open(path, "rb") as handle:
@@ -217,7 +216,7 @@ class Staging:
         return path
 
     def add_target_file(self, source: Path, name: str) -> Path:
-        """Move a file written under `self.work` into the staged targets."""
+        """Move a file written (and synced, as the packer does) under `self.work` into the staged targets."""
         path = self.targets / name
         os.chmod(source, FILE_MODE)
         os.replace(source, path)
