@@ -1,8 +1,14 @@
-"""Ed25519 signing keys for the feed: generate, store, load, and the printed public form."""
+"""Ed25519 signing keys for the feed: generate, store, load, and the printed public form.
+
+The private key file is 0600; the public key file is 0644 (it is meant to be copied around).
+Nothing here is ever called to invent a key behind the publisher's back: `generate` runs
+only for `desktop keygen`.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from desktop.core.errors import UsageError
-from desktop.core.state import atomic_write_bytes
+from desktop.core.state import fsync_dir
 
 PREFIX = "ed25519:"
 
@@ -45,8 +51,27 @@ def generate(out: Path) -> KeyPair:
     os.chmod(out, 0o600)
     public = public_text(private.public_key())
     pub_path = out.with_name(out.name + ".pub")
-    atomic_write_bytes(pub_path, (public + "\n").encode())
+    _write_public(pub_path, (public + "\n").encode())
     return KeyPair(out, pub_path, public)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o644)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    fsync_dir(path.parent)
 
 
 def load_signer(path: Path) -> CryptoSigner:
@@ -58,6 +83,23 @@ def load_signer(path: Path) -> CryptoSigner:
     if not isinstance(private, Ed25519PrivateKey):
         raise UsageError(f"{path} is not an ed25519 private key")
     return CryptoSigner(private, SSlibKey.from_crypto(private.public_key()))
+
+
+def load_signers(paths: Iterable[Path]) -> list[CryptoSigner]:
+    """One signer per private key file, in order, each key once."""
+    signers: list[CryptoSigner] = []
+    seen: set[str] = set()
+    for path in paths:
+        signer = load_signer(Path(path))
+        if signer.public_key.keyid not in seen:
+            seen.add(signer.public_key.keyid)
+            signers.append(signer)
+    return signers
+
+
+def keyid_of(signer: CryptoSigner) -> str:
+    """The TUF key id of a signer's public key (what root metadata lists)."""
+    return str(signer.public_key.keyid)
 
 
 def parse_public_key(text: str) -> SSlibKey:

@@ -16,6 +16,7 @@ from packaging.version import Version
 from desktop.core.errors import TrustError, UsageError
 from desktop.core.feedrepo import FeedRepository
 from desktop.core.keys import generate, load_signer
+from desktop.core.publisher import KeyNotAuthorisedError
 from desktop.core.registry.feed import channels_for, install_id, rollout_bucket
 from desktop.core.stager import StageOutcome, verify_staged
 from desktop.core.state import read_pointer
@@ -137,14 +138,13 @@ def test_root_rotation_then_publish_with_new_key(feed: Feed, data_dir: Path, tmp
     assert json.loads(result.stdout)["root_version"] == 2
     feed.publish("1.2.0", key=new.private_path)
     assert update(config).version == Version("1.2.0")
-    # The old key alone can no longer publish anything a client accepts.
-    feed.publish("1.3.0", key=feed.key.private_path)
-    with pytest.raises(TrustError):
-        check(config)
-    # A fresh install pinned to the original key walks the rotation and refuses the same.
-    fresh = feed.config(tmp_path / "fresh-data")
-    with pytest.raises(TrustError):
-        check(fresh)
+    # The old key can no longer publish: refused before anything is written.
+    with pytest.raises(KeyNotAuthorisedError, match="targets role in root v2"):
+        feed.publish("1.3.0", key=feed.key.private_path)
+    assert check(config).available is None
+    # A fresh install pinned to the original key walks the rotation to the new key's release.
+    fresh = check(feed.config(tmp_path / "fresh-data"))
+    assert fresh.available is not None and fresh.available.version == Version("1.2.0")
 
 
 def test_rollout_buckets_are_deterministic_and_outside_installs_get_previous(feed: Feed, data_dir: Path) -> None:
