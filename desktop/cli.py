@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
         return command
 
-    add("status", cmd_status, "pointer, running source, bad versions, last check")
+    status = add("status", cmd_status, "pointer, running source, bad versions, last check")
+    status.add_argument("--feed", metavar="DIR", help="instead: the state of the feed a publisher writes")
     for name, handler, text in (("check", cmd_check, "ask the registry; report the newest usable version"),
                                 ("update", cmd_update, "check and stage; progress on stderr")):
         command = add(name, handler, text)
@@ -117,16 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("runtime_dir", nargs="?", metavar="RUNTIME_DIR")
     publish.add_argument("--feed", required=True, metavar="DIR", help="the feed directory to serve")
     publish.add_argument("--key", action="append", default=[], metavar="FILE",
-                         help="signing key (repeat for several signers)")
+                         help="signing key (repeat for several signers); never invented")
+    publish.add_argument("--threshold", action="append", default=[], metavar="N|ROLE=N",
+                         help="signatures a role needs (when creating the feed or rotating the root)")
     publish.add_argument("--rollout", type=float, default=100.0, metavar="PERCENT")
     notes = publish.add_mutually_exclusive_group()
     notes.add_argument("--notes", default="", metavar="TEXT", help="release notes")
     notes.add_argument("--notes-file", metavar="F")
     publish.add_argument("--format", choices=("tar.gz", "zip", "7z"), default="tar.gz")
-    publish.add_argument("--refresh", action="store_true",
-                         help="re-sign the metadata that expires soon so the feed does not expire")
-    publish.add_argument("--rotate-root", metavar="NEW_KEY",
-                         help="hand every role to NEW_KEY (a new root signed by the old and new keys)")
+    action = publish.add_mutually_exclusive_group()
+    action.add_argument("--refresh", action="store_true",
+                        help="re-sign the metadata that expires soon so the feed does not expire")
+    action.add_argument("--rotate-root", action="append", default=[], metavar="NEW_KEY",
+                        help="hand the roles to NEW_KEY (repeatable): a new root signed by the old and new keys")
+    action.add_argument("--export-root", metavar="FILE", help="write the feed's current trusted root.json")
     run = add("run", cmd_run, "start the app (the default command)")
     demo = add("demo", cmd_demo, "start the app on a local demo feed: update, restart, crash, fall back")
     for command in (run, demo):
@@ -214,6 +219,8 @@ def _when(t: float | None) -> str:
 # -- commands --------------------------------------------------------------------------------
 
 def cmd_status(args: argparse.Namespace) -> Rendered:
+    if args.feed:
+        return feed_status(args)
     shell = open_shell(args)
     s = shell.status()
     obj: dict[str, Any] = {
@@ -403,32 +410,81 @@ def cmd_keygen(args: argparse.Namespace) -> Rendered:
                      "public_key_file": str(pair.public_path)}, pair.public)
 
 
+def _warn(warnings: tuple[str, ...]) -> None:
+    for warning in warnings:
+        print(f"desktop: {warning}", file=sys.stderr, flush=True)
+
+
 def cmd_publish(args: argparse.Namespace) -> Rendered:
-    from desktop.core.publishing import Publisher
+    from desktop.core.publishing import Publisher, parse_thresholds
 
     publisher = Publisher(Path(args.feed))
     keys = [Path(k) for k in args.key]
+    thresholds = parse_thresholds(args.threshold)
+    if args.export_root:
+        root = publisher.export_root(Path(args.export_root))
+        return Rendered({"path": str(root.path), "version": root.version, "expires": root.expires.isoformat(),
+                         "keyids": list(root.keyids), "threshold": root.threshold, "sha256": root.sha256},
+                        f"wrote root v{root.version} to {root.path}; ship it as resources/root.json")
     if args.rotate_root:
-        version, public = publisher.rotate_root(Path(args.rotate_root), keys)
-        return Rendered({"root_version": version, "public_key": public}, f"root v{version} now trusts {public}")
+        rotated = publisher.rotate_root([Path(k) for k in args.rotate_root], keys, thresholds)
+        _warn(rotated.warnings)
+        return Rendered({"root_version": rotated.root_version,
+                         "keyids": {r: list(k) for r, k in rotated.keyids.items()},
+                         "thresholds": dict(rotated.thresholds), "resigned": list(rotated.resigned),
+                         "warnings": list(rotated.warnings)},
+                        f"root v{rotated.root_version} is live; ship it with the next app release "
+                        f"(desktop publish --export-root FILE --feed {args.feed})")
+    if thresholds is not None:
+        raise UsageError("--threshold applies when a feed is created or its root rotated")
     if args.refresh:
-        version = publisher.refresh(keys)
-        return Rendered({"timestamp_version": version}, f"re-signed; timestamp v{version}")
+        done = publisher.refresh(keys)
+        _warn(done.warnings)
+        return Rendered({"timestamp_version": done.timestamp_version, "root_version": done.root_version,
+                         "renewed": list(done.renewed), "warnings": list(done.warnings),
+                         "expiry": [_expiry_json(e) for e in done.expiry]},
+                        f"re-signed {', '.join(done.renewed) or 'nothing'}; timestamp v{done.timestamp_version}")
     if not args.runtime_dir:
-        raise UsageError("publish needs RUNTIME_DIR (or --refresh / --rotate-root)")
+        raise UsageError("publish needs RUNTIME_DIR (or --refresh / --rotate-root / --export-root)")
     notes = args.notes
     if args.notes_file:
         try:
             notes = Path(args.notes_file).read_text()
         except OSError as exc:
             raise CommandFailed(f"cannot read {args.notes_file}: {exc.strerror}") from None
-    done = publisher.publish(Path(args.runtime_dir), keys, channel=args.channel or "stable", rollout=args.rollout,
-                             notes=notes, fmt=args.format)
-    verb = "already published" if done.unchanged else "published"
-    return Rendered({"name": done.name, "version": done.version, "channel": done.channel, "rollout": done.rollout,
-                     "sha256": done.sha256, "length": done.length, "unchanged": done.unchanged,
-                     "public_key": done.public_key},
-                    f"{verb} {done.version} ({done.channel}, {done.rollout:g}%) as {done.name}")
+    done_ = publisher.publish(Path(args.runtime_dir), keys, channel=args.channel or "stable",
+                              rollout=args.rollout, notes=notes, fmt=args.format)
+    _warn(done_.warnings)
+    verb = "already published" if done_.unchanged else "published"
+    return Rendered({"name": done_.name, "version": done_.version, "channel": done_.channel,
+                     "rollout": done_.rollout, "sha256": done_.sha256, "length": done_.length,
+                     "unchanged": done_.unchanged, "warnings": list(done_.warnings)},
+                    f"{verb} {done_.version} ({done_.channel}, {done_.rollout:g}%) as {done_.name}")
+
+
+def _expiry_json(entry: Any) -> dict[str, Any]:
+    return {"role": entry.role, "version": entry.version, "expires": entry.expires.isoformat(),
+            "days_left": round(entry.days_left, 2), "needs_key": entry.needs_key, "threshold": entry.threshold,
+            "keyids": list(entry.keyids)}
+
+
+def feed_status(args: argparse.Namespace) -> Rendered:
+    from desktop.core.publishing import Publisher
+
+    status = Publisher(Path(args.feed)).status()
+    _warn(status.warnings)
+    lines = [f"feed {status.feed}: root v{status.root_version}, targets v{status.targets_version}, "
+             f"snapshot v{status.snapshot_version}, timestamp v{status.timestamp_version}"]
+    lines += [f"{e.role}: expires {e.expires:%Y-%m-%d} ({e.days_left:.0f} days), {e.threshold} of "
+              f"{len(e.keyids)} key(s)" for e in status.expiry]
+    lines += [f"release {r.get('version')} ({r.get('channel')}, {r.get('rollout')}%): {r.get('name')}"
+              for r in status.releases]
+    return Rendered({"feed": str(status.feed), "root_version": status.root_version,
+                     "targets_version": status.targets_version, "snapshot_version": status.snapshot_version,
+                     "timestamp_version": status.timestamp_version,
+                     "expiry": [_expiry_json(e) for e in status.expiry],
+                     "releases": [dict(r) for r in status.releases], "warnings": list(status.warnings)},
+                    "\n".join(lines))
 
 
 def cmd_run(args: argparse.Namespace) -> Rendered:

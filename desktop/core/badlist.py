@@ -26,6 +26,7 @@ MAX_REASON = 500
 MAX_TAIL_LINES = 20
 MAX_LINE = 500
 MAX_ENTRIES = 256
+UNKNOWN_REASON = "marked bad to be safe: the bad-version list was unreadable"
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,14 @@ class BadVersions:
         if removed or current.unknown:
             self._save(entries)
         return removed
+
+    def reset_unknown(self, suspects: Sequence[Version]) -> BadList:
+        """Write a readable list again after it was lost: every suspect (a staged version that is not
+        the last known-good) is marked bad to be safe, so the list is known from now on."""
+        now = time.time()
+        entries = {v: BadVersion(str(v), UNKNOWN_REASON, None, (), now) for v in suspects}
+        self._save(entries)
+        return BadList(entries)
 
     def _save(self, entries: dict[Version, BadVersion], fault: str | None = None) -> None:
         newest = sorted(entries.items(), key=lambda item: item[1].time)[-MAX_ENTRIES:]

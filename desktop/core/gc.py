@@ -16,7 +16,7 @@ from packaging.version import Version
 from desktop.core import policy
 from desktop.core.badlist import BadVersions
 from desktop.core.config import AppConfig
-from desktop.core.launching import trusted_versions
+from desktop.core.launching import staged_versions, trusted_versions
 from desktop.core.leases import Leases
 from desktop.core.pointer import read_pointer
 from desktop.core.results import GcReport
@@ -26,20 +26,6 @@ from desktop.core.tree import remove_tree_quietly
 from desktop.core.versions import parse_version
 
 log = logging.getLogger(__name__)
-
-
-def staged_versions(versions_dir: os.PathLike[str] | str) -> list[Version]:
-    """Complete version directories (named exactly by their normalized version)."""
-    found: list[Version] = []
-    try:
-        names = os.listdir(versions_dir)
-    except OSError:
-        return found
-    for name in names:
-        version = parse_version(name) if not name.startswith(".") else None
-        if version is not None and str(version) == name and os.path.isdir(os.path.join(versions_dir, name)):
-            found.append(version)
-    return found
 
 
 def collect(config: AppConfig) -> GcReport:

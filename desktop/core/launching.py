@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from desktop.core.errors import DesktopError, InvalidReleaseError, LaunchError, 
 from desktop.core.manifest import RuntimeManifest, verify_version_dir
 from desktop.core.pointer import Pointer, change_pointer, read_pointer
 from desktop.core.records import build_record, check_against, read_record, write_record
+from desktop.core.versions import parse_version
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +90,45 @@ def trusted_versions(pointer: Pointer | None) -> tuple[Version, ...]:
     return tuple(good)
 
 
+def staged_versions(versions_dir: Path) -> list[Version]:
+    """Complete version directories (named exactly by their normalized version)."""
+    found: list[Version] = []
+    try:
+        names = os.listdir(versions_dir)
+    except OSError:
+        return found
+    for name in names:
+        if name.startswith(".") or not name[:1].isdigit():
+            continue
+        version = parse_version(name)
+        if version is not None and str(version) == name and (versions_dir / name).is_dir():
+            found.append(version)
+    return found
+
+
+def load_bad(config: AppConfig, pointer: Pointer | None, *, repair: bool = True) -> BadList:
+    """The bad list; if it (and its backup) became unreadable, every staged version that is not the
+    last known-good is marked bad to be safe and the list is written anew (with `repair`)."""
+    bad = BadVersions(config.data.bad_file)
+    current = bad.load()
+    if not current.unknown or not repair:
+        return current
+    trusted = trusted_versions(pointer)
+    suspects = [v for v in staged_versions(config.data.versions_dir) if v not in trusted]
+    log.warning("the bad-version list is unreadable; marking %s bad to be safe",
+                ", ".join(map(str, suspects)) or "nothing")
+    try:
+        return bad.reset_unknown(suspects)
+    except StateError as exc:
+        log.warning("cannot rewrite the bad-version list: %s", exc)
+        return current
+
+
 def resolve(config: AppConfig, *, repair: bool = True, bad: BadList | None = None) -> LaunchTarget:
     """Apply the launch rules; with `repair`, fix a pointer that names something unusable."""
     bundled = bundled_target(config)
     pointer = read_pointer(config.data.pointer_file)
-    bad = bad if bad is not None else BadVersions(config.data.bad_file).load()
+    bad = bad if bad is not None else load_bad(config, pointer, repair=repair)
     trusted = trusted_versions(pointer)
     choice = policy.choose_launch(pointer, bundled=bundled.version,
                                   is_bad=lambda v: bad.is_bad(v, trusted=trusted),

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from packaging.version import Version
 
 from desktop.core import policy
-from desktop.core.badlist import BadVersions
 from desktop.core.config import AppConfig
 from desktop.core.download import Cancel, Fetcher
 from desktop.core.errors import DesktopError, StateError, UsageError
 from desktop.core.failures import FailureMemory, SkippedVersions
-from desktop.core.launching import resolve, trusted_versions
+from desktop.core.launching import load_bad, resolve, trusted_versions
 from desktop.core.pointer import read_pointer
 from desktop.core.registry import Registry, Release
 from desktop.core.results import (
@@ -83,8 +82,9 @@ def check(config: AppConfig, registry: Registry, *, bypass_rollout: bool = False
         current = resolve(config, repair=False).version
         listing = registry.list_releases(config.channel)
         memory = FailureMemory(config.data.failures_file)
-        bad = BadVersions(config.data.bad_file).load()
-        trusted = trusted_versions(read_pointer(config.data.pointer_file))
+        pointer = read_pointer(config.data.pointer_file)
+        bad = load_bad(config, pointer)
+        trusted = trusted_versions(pointer)
         selection = policy.choose_release(
             listing.releases, current=current, channel=config.channel,
             is_bad=lambda v: bad.is_bad(v, trusted=trusted),

@@ -11,14 +11,22 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
+from desktop.core.badlist import BadVersions
 from desktop.core.config import AppConfig
 from desktop.core.errors import RegistryError
+from desktop.core.failures import FailureMemory
+from desktop.core.launching import staged_problem
+from desktop.core.pointer import Pointer, read_pointer, write_pointer
 from desktop.core.registry.npm import ACCEPT
-from desktop.core.stager import StageOutcome, verify_staged
-from desktop.core.state import BadVersions, Pointer, read_pointer, write_pointer
-from desktop.core.updater import check, update
+from desktop.core.results import Progress
+from desktop.core.results import UpdateOutcome as StageOutcome
 from tests.integration.conftest import PACKAGE, run_cli
 from tests.support.server import LoopbackServer
+from tests.support.shells import check, update
+
+
+def verify_staged(config: AppConfig, version: Version) -> bool:
+    return staged_problem(config, version, full=True) is None
 
 Publish = Callable[..., Path]
 Config = Callable[..., AppConfig]
@@ -40,19 +48,20 @@ def test_stages_newer_version_and_points_at_it(server: LoopbackServer, publish: 
                                                npm_config: Config) -> None:
     publish("1.1.0")
     config = npm_config()
-    progress: list[tuple[str, int, int | None]] = []
-    result = update(config, progress=lambda *p: progress.append(p))
+    progress: list[Progress] = []
+    result = update(config, progress=progress.append)
     assert result.outcome is StageOutcome.STAGED and result.version == Version("1.1.0")
     pointer = read_pointer(config.data.pointer_file)
     assert pointer is not None and pointer.version == Version("1.1.0") and not pointer.known_good
     assert verify_staged(config, Version("1.1.0"))
     assert (config.data.version_dir(Version("1.1.0")) / "textstats").is_dir(), "native dep copied in"
-    phases = {p[0] for p in progress}
+    phases = {p.phase.value for p in progress}
     assert {"download", "extract", "verify"} <= phases
-    downloads = [p for p in progress if p[0] == "download"]
-    assert downloads[-1][1] == downloads[-1][2], "download progress reaches the total"
+    downloads = [p for p in progress if p.phase.value == "download"]
+    assert downloads[-1].done == downloads[-1].total, "download progress reaches the total"
     assert_clean(config)
     assert list(config.data.downloads_dir.iterdir()) == []
+    assert (config.data.record_file(Version("1.1.0"))).is_file(), "the staging record is kept outside versions/"
     sent = [r for r in server.requests if r.path == f"/{PACKAGE}"]
     assert sent and sent[0].headers.get("accept") == ACCEPT
 
@@ -132,7 +141,6 @@ def test_broken_metadata_is_transient_and_changes_nothing(
     assert message in str(result.error)
     assert read_pointer(config.data.pointer_file) is None
     assert tarball_requests(server) == 0
-    from desktop.core.failures import FailureMemory
     memory = FailureMemory(config.data.failures_file)
     transient = memory.transient()
     assert transient is not None and transient.count == 1 and memory.pinned() == {}
@@ -155,26 +163,23 @@ def test_document_without_versions_is_refused(server: LoopbackServer, npm_config
         check(npm_config())
 
 
-def test_digest_mismatch_is_pinned_after_second_identical_failure(
+def test_digest_mismatches_are_transient_and_never_pin_the_release(
         server: LoopbackServer, publish: Publish, npm_config: Config) -> None:
     archive = publish("1.1.0")
     tarball = f"/{PACKAGE}/-/{PACKAGE}-1.1.0.tgz"
     server.fault(tarball, "corrupt", offset=100)
     config = npm_config()
-    first = update(config)
-    assert first.outcome is StageOutcome.FAILED and "digest" in str(first.error)
-    second = update(config)
-    assert second.outcome is StageOutcome.FAILED
-    assert tarball_requests(server) == 2
-    server.clear_requests()
-    third = update(config)
-    assert third.outcome is StageOutcome.UP_TO_DATE, "pinned artefact is not fetched again"
-    assert tarball_requests(server) == 0
+    for _ in range(3):
+        report = update(config)
+        assert report.outcome is StageOutcome.FAILED and "digest" in str(report.error)
+        assert not report.pinned and report.failure is not None and report.failure.value == "transient"
+    assert tarball_requests(server) == 3
+    assert FailureMemory(config.data.failures_file).pinned() == {}
     assert read_pointer(config.data.pointer_file) is None
     assert_clean(config)
-    # A newer version is still tried.
+    assert list(config.data.downloads_dir.iterdir()) == [], "bytes that do not match are not kept"
+    # The fault goes away: the genuine release stages, no `bad clear` needed.
     server.clear_faults()
-    publish("1.2.0")
     assert update(config).outcome is StageOutcome.STAGED
     assert archive.exists()
 
@@ -190,7 +195,6 @@ def test_truncated_download_is_transient_then_resumes(server: LoopbackServer, pu
     assert first.outcome is StageOutcome.FAILED and "interrupted" in str(first.error) or \
         "ended after" in str(first.error)
     assert read_pointer(config.data.pointer_file) is None
-    from desktop.core.failures import FailureMemory
     assert FailureMemory(config.data.failures_file).pinned() == {}
     server.clear_requests()
     second = update(config)
@@ -252,7 +256,7 @@ def test_orphaned_complete_version_is_adopted_without_download(
     write_pointer(config.data.pointer_file, None)
     server.clear_requests()
     result = update(config)
-    assert result.outcome is StageOutcome.ALREADY_STAGED and not result.downloaded
+    assert result.outcome is StageOutcome.ALREADY_STAGED and result.bytes_downloaded < 2048
     assert tarball_requests(server) == 0
     pointer = read_pointer(config.data.pointer_file)
     assert pointer is not None and pointer.version == Version("1.1.0")
@@ -267,7 +271,7 @@ def test_broken_staged_version_is_restaged(server: LoopbackServer, publish: Publ
     write_pointer(config.data.pointer_file, None)
     server.clear_requests()
     result = update(config)
-    assert result.outcome is StageOutcome.STAGED and result.downloaded
+    assert result.outcome is StageOutcome.STAGED and result.bytes_downloaded > 0
     assert tarball_requests(server) == 1
     assert verify_staged(config, Version("1.1.0"))
 
@@ -312,7 +316,9 @@ def test_cli_update_and_status_json(server: LoopbackServer, publish: Publish, da
     assert json.loads(checked.stdout)["available"] == "1.1.0"
     updated = run_cli("update", *base, "--json")
     assert updated.returncode == 0, updated.stderr
-    assert json.loads(updated.stdout) == {"outcome": "staged", "version": "1.1.0", "downloaded": True}
+    obj = json.loads(updated.stdout)
+    assert (obj["outcome"], obj["version"], obj["delta"]) == ("staged", "1.1.0", False)
+    assert obj["bytes_downloaded"] > 0
     assert "download" in updated.stderr
     status = run_cli("status", "--json", *base)
     assert status.returncode == 0
@@ -331,7 +337,7 @@ def test_cli_failures_are_one_line_exit_1(server: LoopbackServer, data_dir: Path
     assert len(lines) == 1 and "HTTP 500" in lines[0] and "Traceback" not in result.stderr
     refused = run_cli("check", "--data-dir", str(data_dir), "--registry", "http://example.com/x",
                       "--registry-kind", "npm")
-    assert refused.returncode == 1 and "only https" in refused.stderr
+    assert refused.returncode == 2 and "only https" in refused.stderr, "a refused URL is bad usage"
     usage = run_cli("frobnicate")
     assert usage.returncode == 2
 
@@ -342,7 +348,7 @@ def test_cli_bad_list_and_clear(data_dir: Path) -> None:
     assert set(json.loads(listed.stdout)["bad"]) == {"1.3.0"}
     cleared = run_cli("bad", "clear", "1.3.0", "--data-dir", str(data_dir), "--json")
     assert json.loads(cleared.stdout)["cleared"] == ["1.3.0"]
-    assert BadVersions(data_dir / "bad-versions.json").load() == {}
+    assert BadVersions(data_dir / "bad-versions.json").load().entries == {}
 
 
 def test_gc_keeps_pointer_and_last_known_good(server: LoopbackServer, publish: Publish,
@@ -358,8 +364,8 @@ def test_gc_keeps_pointer_and_last_known_good(server: LoopbackServer, publish: P
     write_pointer(config.data.pointer_file,
                   Pointer(Version("1.4.0"), known_good=False, last_known_good=Version("1.1.0")))
     (config.data.versions_dir / "1.5.0.partial").mkdir()
-    from desktop.core.gc import collect
-    result = collect(config)
+    from desktop.core.shell import Shell
+    result = Shell(config).collect_garbage()
     remaining = sorted(p.name for p in config.data.versions_dir.iterdir())
     assert remaining == ["1.1.0", "1.3.0", "1.4.0"]
     assert "1.2.0" in result.removed and "1.5.0.partial" in result.removed
