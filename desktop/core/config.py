@@ -82,11 +82,8 @@ class AppConfig:
 
     @property
     def shipped_root(self) -> Path | None:
-        """The feed's trusted root: --trusted-root, else the one shipped in resources/."""
-        if self.trusted_root is not None:
-            return self.trusted_root
-        shipped = self.resources / "root.json"
-        return shipped if shipped.is_file() else None
+        """The root the feed client bootstraps from (None: the pinned key's first root)."""
+        return self.trusted_root
 
     def with_overrides(self, **changes: Any) -> AppConfig:
         return replace(self, **changes)
@@ -171,14 +168,19 @@ def load_config(
     if startup_timeout is None:
         env_timeout = _env_number("DESKTOP_STARTUP_TIMEOUT", integer=False)
         startup_timeout = env_timeout if env_timeout is not None else DEFAULT_STARTUP_TIMEOUT_S
-    root_file = trusted_root or os.environ.get("DESKTOP_TRUSTED_ROOT") or None
+    # Trust: --trusted-root, else an explicitly given key (a feed's first root), else the root
+    # shipped in resources/, else the shipped key.
+    explicit_key = public_key or os.environ.get("DESKTOP_PUBLIC_KEY") or None
+    root_file: str | Path | None = trusted_root or os.environ.get("DESKTOP_TRUSTED_ROOT") or None
+    if root_file is None and explicit_key is None and (resources / "root.json").is_file():
+        root_file = resources / "root.json"
     return AppConfig(
         data=data,
         resources=resources,
         registry_url=url or None,
         registry_kind=kind,
         channel=channel or _default_channel(kind, data, settings),
-        public_key=public_key or os.environ.get("DESKTOP_PUBLIC_KEY") or _str(shipped.get("public_key")),
+        public_key=explicit_key or _str(shipped.get("public_key")),
         trusted_root=Path(root_file).expanduser().absolute() if root_file else None,
         settings=settings,
         startup_timeout=check_timeout(startup_timeout),

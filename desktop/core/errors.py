@@ -3,6 +3,8 @@
     DesktopError
     ├── UsageError               bad input from the user (a flag, a path, an environment value)
     ├── DataDirError             the data directory cannot be used (not a directory, not ours, ...)
+    ├── ConflictError            what exists already forbids it (a key file, a version's other bytes)
+    ├── SigningKeyError          a signing or public key file cannot be read or written
     ├── StateError               a state file could not be written
     ├── CancelledError           the user or the shell stopped the work (not a failure)
     ├── TransientError           retry later with backoff; never pinned to a version
@@ -38,6 +40,14 @@ class UsageError(DesktopError):
 
 class DataDirError(DesktopError):
     """The data directory cannot be used safely."""
+
+
+class ConflictError(DesktopError):
+    """The request conflicts with what exists: a key file already there, a version already published."""
+
+
+class SigningKeyError(DesktopError):
+    """A key file cannot be read, written or understood."""
 
 
 class StateError(DesktopError):

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
-from desktop.core.errors import UsageError
+from desktop.core.errors import ConflictError, SigningKeyError, UsageError
 from desktop.core.state import fsync_dir
 
 PREFIX = "ed25519:"
@@ -38,7 +38,7 @@ def public_text(key: Ed25519PublicKey) -> str:
 def generate(out: Path) -> KeyPair:
     """A new key pair: private key in `out` (mode 0600), public key in `out.pub`."""
     if out.exists():
-        raise UsageError(f"{out} already exists; refusing to overwrite a key")
+        raise ConflictError(f"{out} already exists; refusing to overwrite a key")
     private = Ed25519PrivateKey.generate()
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
@@ -70,7 +70,7 @@ def _write_public(path: Path, data: bytes) -> None:
             tmp.unlink()
         except OSError:
             pass
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise SigningKeyError(f"cannot write {path}: {exc.strerror or exc}") from None
     fsync_dir(path.parent)
 
 
@@ -79,9 +79,9 @@ def load_signer(path: Path) -> CryptoSigner:
     try:
         private = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
-        raise UsageError(f"cannot read the signing key {path}: {exc}") from None
+        raise SigningKeyError(f"cannot read the signing key {path}: {exc}") from None
     if not isinstance(private, Ed25519PrivateKey):
-        raise UsageError(f"{path} is not an ed25519 private key")
+        raise SigningKeyError(f"{path} is not an ed25519 private key")
     return CryptoSigner(private, SSlibKey.from_crypto(private.public_key()))
 
 

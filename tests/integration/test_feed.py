@@ -13,17 +13,23 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from desktop.core.errors import TrustError, UsageError
+from desktop.core.errors import ConflictError, TrustError
 from desktop.core.feedrepo import FeedRepository
 from desktop.core.keys import generate, load_signer
+from desktop.core.launching import staged_problem
+from desktop.core.pointer import read_pointer
+from desktop.core.policy import channels_for, rollout_bucket
 from desktop.core.publisher import KeyNotAuthorisedError
-from desktop.core.registry.feed import channels_for, install_id, rollout_bucket
-from desktop.core.stager import StageOutcome, verify_staged
-from desktop.core.state import read_pointer
-from desktop.core.updater import check, update
+from desktop.core.results import UpdateOutcome as StageOutcome
+from desktop.core.updater import install_id
 from tests.integration.conftest import run_cli
 from tests.support.feed import Feed
 from tests.support.server import LoopbackServer
+from tests.support.shells import check, update
+
+
+def verify_staged(config: object, version: Version) -> bool:
+    return staged_problem(config, version, full=True) is None  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -68,9 +74,12 @@ def test_tampered_archive_bytes_are_refused(feed: Feed, data_dir: Path) -> None:
     target.write_bytes(bytes(data))
     config = feed.config(data_dir)
     result = update(config)
-    assert result.outcome is StageOutcome.FAILED and "hash" in str(result.error)
+    assert result.outcome is StageOutcome.FAILED and "digest" in str(result.error)
+    assert not result.pinned, "a tampered mirror is not the release's fault"
     assert read_pointer(config.data.pointer_file) is None
     assert not any(config.data.versions_dir.iterdir())
+    target.write_bytes(bytes(data[:200]) + bytes([data[200] ^ 0xFF]) + bytes(data[201:]))
+    assert update(config).outcome is StageOutcome.STAGED, "once the mirror is fixed, the release stages"
 
 
 def test_tampered_targets_metadata_is_refused(feed: Feed, data_dir: Path) -> None:
@@ -151,14 +160,14 @@ def test_rollout_buckets_are_deterministic_and_outside_installs_get_previous(fee
     config = feed.config(data_dir)
     iid = install_id(config)
     assert install_id(config) == iid, "created once"
-    bucket = rollout_bucket(iid, "1.2.0")
-    assert bucket == rollout_bucket(iid, "1.2.0") and 0 <= bucket < 100
+    bucket = rollout_bucket(iid, Version("1.2.0"))
+    assert bucket == rollout_bucket(iid, Version("1.2.0")) and 0 <= bucket < 100
     feed.publish("1.1.0")
     below = max(0.0, bucket - 1)
     feed.publish("1.2.0", rollout=below)
     result = check(config)
     assert result.available is not None and result.available.version == Version("1.1.0")
-    manual = check(config.with_overrides(manual_check=True))
+    manual = check(config, bypass_rollout=True)
     assert manual.available is not None and manual.available.version == Version("1.2.0")
     feed.publish("1.2.0", rollout=min(100.0, bucket + 1))  # widen the rollout: same bytes, new custom
     result = check(config)
@@ -166,7 +175,7 @@ def test_rollout_buckets_are_deterministic_and_outside_installs_get_previous(fee
 
 
 def test_rollout_fraction_is_roughly_right() -> None:
-    inside = sum(rollout_bucket(f"{i:032x}", "2.0.0") < 25 for i in range(4000))
+    inside = sum(rollout_bucket(f"{i:032x}", Version("2.0.0")) < 25 for i in range(4000))
     assert 800 < inside < 1200
 
 
@@ -195,7 +204,7 @@ def test_publish_is_reproducible(feed: Feed, tmp_path: Path) -> None:
 
 def test_publish_refuses_different_bytes_for_a_published_version(feed: Feed) -> None:
     feed.publish("1.1.0")
-    with pytest.raises(UsageError, match="different bytes"):
+    with pytest.raises(ConflictError, match="different bytes"):
         feed.publish("1.1.0", extra_files={"app/extra.txt": b"changed"})
 
 
@@ -249,3 +258,73 @@ def test_offline_feed_reports_offline(data_dir: Path, feed: Feed) -> None:
     status = json.loads(run_cli("status", "--json", "--data-dir", str(data_dir)).stdout)
     assert status["last_check"]["result"] == "offline" and status["source"] == "bundled"
     shutil.rmtree(feed.root)
+
+
+def test_a_shipped_rotated_root_bootstraps_fresh_installs_and_revokes_the_retired_key(
+        feed: Feed, data_dir: Path, tmp_path: Path, server: LoopbackServer) -> None:
+    """A build that ships root v2 works against a feed whose history starts at root 1, and a fresh
+    install of it refuses a full, validly signed feed made with the retired key."""
+    feed.publish("1.1.0")
+    new = generate(tmp_path / "new.key")
+    assert run_cli("publish", "--feed", str(feed.root), "--key", str(feed.key.private_path),
+                   "--rotate-root", str(new.private_path)).returncode == 0
+    feed.publish("1.2.0", key=new.private_path)
+    shipped = tmp_path / "root.json"
+    exported = run_cli("publish", "--export-root", str(shipped), "--feed", str(feed.root), "--json")
+    assert json.loads(exported.stdout)["version"] == 2, exported.stderr
+    base = ["--registry", feed.url, "--trusted-root", str(shipped), "--json"]
+    fresh = run_cli("update", "--data-dir", str(data_dir), *base)
+    assert json.loads(fresh.stdout)["version"] == "1.2.0", fresh.stderr
+    # Whoever kept the retired key builds a complete feed of their own, with their own root v1.
+    evil = FeedRepository(tmp_path / "evil")
+    evil.publish(feed.runtime("9.0.0"), load_signer(feed.key.private_path))
+    server.serve_directory("/evil/", tmp_path / "evil")
+    attacked = run_cli("update", "--data-dir", str(tmp_path / "victim"), "--registry", f"{server.url}/evil",
+                       "--trusted-root", str(shipped), "--json")
+    assert attacked.returncode == 1 and json.loads(attacked.stdout)["outcome"] == "failed", attacked.stdout
+    assert not (tmp_path / "victim" / "versions" / "9.0.0").exists()
+    # The pinned-key path (a feed's first root only) would have accepted it: that is why apps ship roots.
+    pinned = run_cli("check", "--data-dir", str(tmp_path / "pinned"), "--registry", f"{server.url}/evil",
+                     "--public-key", feed.key.public, "--json")
+    assert json.loads(pinned.stdout)["available"] == "9.0.0"
+
+
+def test_cached_metadata_is_keyed_by_the_trust_anchor(feed: Feed, data_dir: Path, tmp_path: Path) -> None:
+    feed.publish("1.1.0")
+    shipped = tmp_path / "root.json"
+    run_cli("publish", "--export-root", str(shipped), "--feed", str(feed.root))
+    assert run_cli("check", "--data-dir", str(data_dir), "--registry", feed.url, "--trusted-root",
+                   str(shipped)).returncode == 0
+    assert run_cli("check", "--data-dir", str(data_dir), "--registry", feed.url, "--public-key",
+                   feed.key.public).returncode == 0
+    caches = sorted(p.name for p in (data_dir / "cache" / "tuf").iterdir())
+    assert len(caches) == 2 and caches[0].split("-")[0] == caches[1].split("-")[0], caches
+
+
+def test_the_shipped_root_is_a_valid_feed_root() -> None:
+    from tuf.api.metadata import Metadata, Root
+
+    from desktop.core.paths import resources_dir
+
+    md = Metadata[Root].from_bytes((resources_dir() / "root.json").read_bytes())
+    md.verify_delegate(Root.type, md)  # self-signed up to its threshold
+    assert md.signed.consistent_snapshot
+
+
+def test_status_of_a_feed_warns_before_expiry(feed: Feed) -> None:
+    feed.publish("1.1.0")
+    status = run_cli("status", "--feed", str(feed.root), "--json")
+    obj = json.loads(status.stdout)
+    assert status.returncode == 0, status.stderr
+    assert {e["role"] for e in obj["expiry"]} == {"root", "targets", "snapshot", "timestamp"}
+    assert [r["version"] for r in obj["releases"]] == ["1.1.0"]
+    assert obj["warnings"] == []
+
+
+def test_publish_without_a_key_never_invents_one(feed: Feed, tmp_path: Path) -> None:
+    src = feed.runtime("1.5.0")
+    result = run_cli("publish", str(src), "--feed", str(tmp_path / "new-feed"),
+                     env={"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "home" / ".config")})
+    assert result.returncode == 1 and "key" in result.stderr
+    assert not (tmp_path / "home").exists() or not list((tmp_path / "home").rglob("*.key"))
+    assert not (tmp_path / "new-feed" / "metadata").exists()

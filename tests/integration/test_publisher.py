@@ -29,7 +29,7 @@ from tuf.api.exceptions import RepositoryError
 from tuf.api.metadata import Metadata
 from tuf.ngclient import Updater
 
-from desktop.core.errors import UsageError
+from desktop.core.errors import ConflictError, UsageError
 from desktop.core.keys import generate, load_signer, parse_public_key
 from desktop.core.publisher import (
     ExpiredRoleError,
@@ -679,7 +679,7 @@ def test_same_bytes_same_facts_writes_nothing_and_a_wider_rollout_resigns(
     assert not wider.unchanged and wider.sha256 == first.sha256
     assert [p.name for p in (feed / "targets").glob("*.tar.gz")] == [f"{first.sha256}.{first.name}"]
     assert publisher.releases()[0]["rollout"] == 50
-    with pytest.raises(UsageError, match="different bytes"):
+    with pytest.raises(ConflictError, match="different bytes"):
         publisher.publish(runtime("1.1.0", extra_files={"app/extra.txt": b"x"}), keys("a"))
     assert Client(url, tmp_path / "client", first_root(feed)).versions() == {"1.1.0"}
 

@@ -22,7 +22,7 @@ from securesystemslib.signer import Signer
 from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
 
 from desktop.core import pack
-from desktop.core.errors import UsageError
+from desktop.core.errors import ConflictError, UsageError
 from desktop.core.manifest import validate_package
 from desktop.core.publisher import expiry
 from desktop.core.publisher.draft import (
@@ -112,10 +112,10 @@ class FeedPublisher:
         if not given:
             raise NoSigningKeyError(self._no_key_message(new=True))
         if self.exists():
-            raise UsageError(f"{self.root} already holds a feed")
+            raise ConflictError(f"{self.root} already holds a feed")
         with self._session(create=True) as staging:
             if load_live(self.layout) is not None:
-                raise UsageError(f"{self.root} already holds a feed")
+                raise ConflictError(f"{self.root} already holds a feed")
             base = new_feed(self.layout, staging, given, thresholds, keys, self.clock())
             staging.add_metadata("timestamp.json", base.timestamp.raw)
             self.checkpoint("staged")
@@ -159,7 +159,7 @@ class FeedPublisher:
             for path, other in published.items():
                 if (path != INDEX and str((other.custom or {}).get("version")) == str(manifest.version)
                         and other.hashes.get("sha256") != sha256):
-                    raise UsageError(f"version {manifest.version} is already published as {path} "
+                    raise ConflictError(f"version {manifest.version} is already published as {path} "
                                      "with different bytes; publish a new version instead")
             custom: dict[str, Any] = {
                 "version": str(manifest.version),

@@ -177,18 +177,24 @@ class FeedRegistry:
         return self.base + "targets/" + quote(path)
 
     def _index(self, info: TargetFile) -> list[str]:
-        """The release index, downloaded by our fetcher and checked against its signed info."""
+        """The release index, checked against its signed info; cached by digest (an unchanged feed
+        costs no download of it)."""
         if info.length > MAX_INDEX_BYTES:
             raise TrustError("the feed's release index is too large")
-        url = self._target_url(info)
-        with self.fetcher.open(url) as response:
-            raise_for_status(response, url)
-            data = b"".join(self.fetcher.body(response, limit=info.length,
-                                              deadline=self.fetcher.config.document_deadline))
-        try:
-            info.verify_length_and_hashes(data)
-        except tuf_errors.LengthOrHashMismatchError:
-            raise DigestMismatchError("the feed's release index does not match its signed metadata") from None
+        digest = next(iter(info.hashes.values()), "")
+        cached = self.metadata_dir / f"index-{digest[:64]}.json"
+        data = _read_small(cached, MAX_INDEX_BYTES)
+        if data is None or not _matches(info, data):
+            url = self._target_url(info)
+            with self.fetcher.open(url) as response:
+                raise_for_status(response, url)
+                data = b"".join(self.fetcher.body(response, limit=info.length,
+                                                  deadline=self.fetcher.config.document_deadline))
+            if not _matches(info, data):
+                raise DigestMismatchError("the feed's release index does not match its signed metadata")
+            for old in self.metadata_dir.glob("index-*.json"):
+                old.unlink(missing_ok=True)
+            atomic_write_bytes(cached, data)
         try:
             names = json.loads(data)["releases"]
         except (ValueError, KeyError, TypeError):
@@ -235,13 +241,30 @@ class FeedRegistry:
         self.fetcher.close()
 
 
+def _matches(info: TargetFile, data: bytes) -> bool:
+    try:
+        info.verify_length_and_hashes(data)
+    except tuf_errors.LengthOrHashMismatchError:
+        return False
+    return True
+
+
+def _read_small(path: Path, limit: int) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError:
+        return None
+    return data if len(data) <= limit else None
+
+
 def _read_root(path: Path) -> bytes:
     try:
         data = path.read_bytes()[: MAX_ROOT_BYTES + 1]
     except OSError as exc:
-        raise UsageError(f"cannot read the trusted root {path}: {exc.strerror or exc}") from None
+        raise TrustError(f"cannot read the trusted root {path}: {exc.strerror or exc}") from None
     if len(data) > MAX_ROOT_BYTES:
-        raise UsageError(f"the trusted root {path} is too large")
+        raise TrustError(f"the trusted root {path} is too large")
     _parse_root(data, f"the trusted root {path}")
     return data
 
