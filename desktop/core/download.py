@@ -241,7 +241,7 @@ class Fetcher:
             raise NetworkError(f"cannot reach {host_of(current)}: {_describe(exc)}") from None
 
     def body(self, response: httpx.Response, *, limit: int, deadline: float | None,
-             cancel: Cancel | None = None) -> Iterator[bytes]:
+             cancel: Cancel | None = None, what: str = "") -> Iterator[bytes]:
         """The decoded body in pieces: deadline, rate, cap and cancel enforced as bytes arrive."""
         url = str(response.url)
         decoder = _Decoder(response.headers.get("content-encoding"), url)
@@ -256,6 +256,8 @@ class Fetcher:
                 for piece in decoder.feed(raw):
                     decoded += len(piece)
                     if decoded > limit:
+                        if what:
+                            raise RegistryError(f"{what} at {redact_url(url)} is larger than {mb(limit)}")
                         raise DownloadError(f"{host_of(url)} sent more than the expected {limit} bytes")
                     yield piece
         except httpx.TimeoutException:
@@ -281,7 +283,8 @@ class Fetcher:
             if declared is not None and declared > limit:
                 raise RegistryError(f"the registry document at {redact_url(url)} is larger than {mb(limit)}")
             body = bytearray()
-            for piece in self.body(response, limit=limit, deadline=self.config.document_deadline):
+            for piece in self.body(response, limit=limit, deadline=self.config.document_deadline,
+                                   what="the registry document"):
                 body += piece
             if declared is not None and len(body) != declared:
                 raise DownloadError(f"the registry document at {redact_url(url)} was truncated")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import copy
 import email.utils
+import gzip
 import hashlib
 import http
 import json
@@ -54,6 +55,7 @@ _FAULT_DEFAULTS: dict[str, dict[str, Any]] = {
     "slow": {"chunk": 1024, "delay": 0.05},
     "corrupt": {"offset": 0},
     "oversize": {"extra": 1024},
+    "encode": {"layers": ("gzip",), "label": None},
 }
 FAULT_KINDS = frozenset(_FAULT_DEFAULTS)
 
@@ -485,6 +487,15 @@ class _Handler(BaseHTTPRequestHandler):
                 body = (piece for part in (body, _random_chunks(int(params["extra"]))) for piece in part)
                 content_length = None
                 close = True
+            elif fault.kind == "encode":
+                # A re-encoding CDN: the body gzipped once per layer, labelled (or mislabelled) as such.
+                data = b"".join(entity.chunks(0, entity.size))
+                for _ in params["layers"]:
+                    data = gzip.compress(data, mtime=0)
+                label = params["label"] if params["label"] is not None else ", ".join(params["layers"])
+                headers = [h for h in headers if h[0] not in ("Accept-Ranges", "Content-Range")] + [
+                    ("Content-Encoding", label)]
+                status, body, content_length = 200, [data], len(data)
         if content_length is not None:
             headers.append(("Content-Length", str(content_length)))
         self._send(status, headers, body, delay=delay, close=close)
