@@ -397,6 +397,42 @@ def test_cross_origin_and_foreign_host_are_refused(make_version: MakeVersion, sp
     assert get_json(base + "api/notes") == {"notes": []}
 
 
+def test_csrf_rules_for_changes(make_version: MakeVersion, spawn: Spawn) -> None:
+    runtime = spawn(make_version())
+    base = str(runtime.ready()["url"])
+    port = urlsplit(base).port
+    form = urlencode({"text": "sneaky"}).encode()
+    plain = {"Content-Type": "application/x-www-form-urlencoded"}
+    refused = [
+        # another server on this host is the same *site*: it would get a SameSite cookie
+        {"Origin": f"http://127.0.0.1:{port + 1 if port < 65535 else port - 1}"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "none"},
+        # an opaque origin (sandboxed frame, no-referrer page elsewhere) without the browser's vouch
+        {"Origin": "null"},
+        {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+        {"Origin": base.rstrip("/"), "Sec-Fetch-Site": "same-site"},
+    ]
+    for headers in refused:
+        status, _, body = request(base + "notes", "POST", form, {**plain, **headers})
+        assert status == 403, (headers, body)
+    assert get_json(base + "api/notes") == {"notes": []}
+
+    # What Chromium sends for the page's own form under a no-referrer policy (QtWebEngine 6.12).
+    status, _, _ = request(base + "notes", "POST", urlencode({"text": "mine"}).encode(),
+                           {**plain, "Origin": "null", "Sec-Fetch-Site": "same-origin"})
+    assert status == 303
+    listed = get_json(base + "api/notes")
+    assert isinstance(listed, dict) and [n["text"] for n in listed["notes"]] == ["mine"]
+
+
+def test_page_asks_for_a_same_origin_referrer_policy(make_version: MakeVersion, spawn: Spawn) -> None:
+    # With "no-referrer" the browser sends `Origin: null` on the page's own form posts.
+    runtime = spawn(make_version())
+    _, headers, _ = request(str(runtime.ready()["url"]), "GET")
+    assert headers["referrer-policy"] == "same-origin"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_stop_signal_exits_zero(make_version: MakeVersion, spawn: Spawn, signum: int) -> None:
     runtime = spawn(make_version())

@@ -37,7 +37,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # "same-origin", not "no-referrer": with no-referrer Chromium sends `Origin: null` on the page's
+    # own form posts, and a server that checks Origin cannot tell them from a sandboxed attacker.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -118,12 +120,22 @@ class NotesHandler(BaseHTTPRequestHandler):
             raise HttpError(HTTPStatus.FORBIDDEN, "unexpected Host header")
 
     def _check_same_origin(self) -> None:
-        # A page on another site must not be able to change notes through the user's browser.
-        origin = self.headers.get("Origin")
-        if origin is not None and origin.lower() not in self.server.allowed_origins:
-            raise HttpError(HTTPStatus.FORBIDDEN, "cross-origin request refused")
-        if self.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+        # A page on another site, or on another port of this host (same *site*, so it gets
+        # SameSite cookies), must not be able to change notes through the user's browser.
+        # Browsers vouch for the initiator with Sec-Fetch-Site; `Origin: null` (a sandboxed frame,
+        # a no-referrer page) is trusted only together with that vouch. Non-browser clients send
+        # neither header and are judged by the token alone.
+        site = self.headers.get("Sec-Fetch-Site")
+        if site is not None and site.strip().lower() != "same-origin":
             raise HttpError(HTTPStatus.FORBIDDEN, "cross-site request refused")
+        origin = self.headers.get("Origin")
+        if origin is None:
+            return
+        if origin.strip().lower() == "null":
+            if site is None:
+                raise HttpError(HTTPStatus.FORBIDDEN, "cross-origin request refused")
+        elif origin.strip().lower() not in self.server.allowed_origins:
+            raise HttpError(HTTPStatus.FORBIDDEN, "cross-origin request refused")
 
     def _body(self) -> bytes:
         length_header = self.headers.get("Content-Length")
