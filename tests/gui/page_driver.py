@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import QCoreApplication, QEvent, QPoint, Qt, QUrl
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QWidget
 from pytestqt.qtbot import QtBot
@@ -48,9 +48,23 @@ def element_center(qtbot: QtBot, view: Any, selector: str) -> QPoint:
 
 
 def click(qtbot: QtBot, view: Any, selector: str, button: Qt.MouseButton = Qt.MouseButton.LeftButton) -> None:
-    """A real mouse click in the middle of `selector`'s element."""
-    QTest.mouseClick(input_widget(view), button, Qt.KeyboardModifier.NoModifier,
-                     element_center(qtbot, view, selector))
+    """A real mouse click in the middle of `selector`'s element (the pointer moves there first)."""
+    where = element_center(qtbot, view, selector)
+    QTest.mouseMove(input_widget(view), where)
+    QTest.mouseClick(input_widget(view), button, Qt.KeyboardModifier.NoModifier, where)
+
+
+def click_link(qtbot: QtBot, view: Any, selector: str, button: Qt.MouseButton = Qt.MouseButton.LeftButton) -> str:
+    """Point at a link until the page says it is hovered, as a user would, then click it; its href."""
+    href = run_js(qtbot, view, f"JSON.stringify(document.querySelector({json.dumps(selector)}).href)")
+    where = element_center(qtbot, view, selector)
+    widget = input_widget(view)
+    QTest.mouseMove(widget, QPoint(widget.width() - 2, widget.height() - 2))  # off any link first
+    with qtbot.waitSignal(view.page().linkHovered, timeout=TIMEOUT_MS,
+                          check_params_cb=lambda url: QUrl(url) == QUrl(href)):
+        QTest.mouseMove(input_widget(view), where)
+    QTest.mouseClick(input_widget(view), button, Qt.KeyboardModifier.NoModifier, where)
+    return str(href)
 
 
 def type_text(view: Any, text: str) -> None:
@@ -67,3 +81,10 @@ def text_of(qtbot: QtBot, view: Any, selector: str) -> list[str]:
     """The text of every element matching `selector`, in document order."""
     code = f"JSON.stringify(Array.from(document.querySelectorAll({json.dumps(selector)}), el => el.textContent))"
     return list(run_js(qtbot, view, code))
+
+
+def dispose(view: Any) -> None:
+    """Delete a view now: its page must go before its profile, not at interpreter exit."""
+    view.close()
+    view.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from pytestqt.qtbot import QtBot
 
-from tests.gui.page_driver import TIMEOUT_MS, click, run_js, text_of, type_text
+from desktop.ui import webview
+from tests.gui.page_driver import TIMEOUT_MS, click, dispose, run_js, text_of, type_text
 from tests.support.runtime_proc import BundledRuntime
-
-webview = pytest.importorskip("desktop.ui.webview")
 
 
 @pytest.fixture(scope="module")
@@ -26,21 +26,20 @@ def shared_view(qapp: Any) -> Iterator[Any]:
     opened: list[str] = []
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("DESKTOP_NO_WEBVIEW", raising=False)
-        view = webview.make_view()
+        view = webview.make_view(opener=lambda url: opened.append(url.toString()))
     if view is None:
         pytest.skip("QtWebEngine is not installed")
     view.resize(900, 700)
     view.show()
     view.opened = opened
     yield view
-    view.close()
-    view.deleteLater()
+    dispose(view)
 
 
 @pytest.fixture
 def view(qtbot: QtBot, shared_view: Any, runtime: BundledRuntime) -> Any:
     with qtbot.waitSignal(shared_view.loadFinished, timeout=TIMEOUT_MS):
-        shared_view.show_runtime(runtime.url)
+        shared_view.show_runtime(runtime.url, runtime.token)
     return shared_view
 
 
@@ -78,6 +77,7 @@ def test_note_typed_in_the_page_is_saved_shown_and_deleted(qtbot: QtBot, view: A
     assert text_of(qtbot, view, ".note .text") == []
     assert "No notes yet" in " ".join(text_of(qtbot, view, "p.empty"))
     assert run_js(qtbot, view, "JSON.stringify(document.querySelector('#text').value)") == ""
+    assert view.opened == [], "nothing was handed to the system"
 
 
 def test_an_empty_note_is_refused_in_the_page_and_nothing_is_stored(qtbot: QtBot, view: Any,
@@ -88,3 +88,7 @@ def test_an_empty_note_is_refused_in_the_page_and_nothing_is_stored(qtbot: QtBot
         click(qtbot, view, "form.compose button[type=submit]")
     assert text_of(qtbot, view, "[role=alert]") == ["a note needs some text"]
     assert stored_notes(runtime) == []
+
+
+def test_runtime_stays_quiet_about_its_token(runtime: BundledRuntime, tmp_path: Path) -> None:
+    assert runtime.token and runtime.token not in runtime.stderr
