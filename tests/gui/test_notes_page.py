@@ -90,5 +90,14 @@ def test_an_empty_note_is_refused_in_the_page_and_nothing_is_stored(qtbot: QtBot
     assert stored_notes(runtime) == []
 
 
+def test_the_page_without_the_token_is_refused(runtime: BundledRuntime) -> None:
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        assert client.get(runtime.url).status_code in (401, 403)
+        assert client.get(runtime.url + "api/notes").status_code in (401, 403)
+        posted = client.post(runtime.url + "api/notes", json={"text": "sneaky"})
+        assert posted.status_code in (401, 403)
+    assert stored_notes(runtime) == []
+
+
 def test_runtime_stays_quiet_about_its_token(runtime: BundledRuntime, tmp_path: Path) -> None:
     assert runtime.token and runtime.token not in runtime.stderr
