@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -99,5 +99,13 @@ def test_the_page_without_the_token_is_refused(runtime: BundledRuntime) -> None:
     assert stored_notes(runtime) == []
 
 
-def test_runtime_stays_quiet_about_its_token(runtime: BundledRuntime, tmp_path: Path) -> None:
+def test_the_view_with_another_token_gets_only_the_locked_page(qtbot: QtBot, shared_view: Any,
+                                                              runtime: BundledRuntime) -> None:
+    with qtbot.waitSignal(shared_view.loadFinished, timeout=TIMEOUT_MS):
+        shared_view.show_runtime(runtime.url, secrets.token_urlsafe(32))
+    assert shared_view.title().startswith("Locked")
+    assert text_of(qtbot, shared_view, "#text") == []
+
+
+def test_runtime_stays_quiet_about_its_token(runtime: BundledRuntime) -> None:
     assert runtime.token and runtime.token not in runtime.stderr

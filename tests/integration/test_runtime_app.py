@@ -476,7 +476,8 @@ def test_every_request_must_prove_the_token(make_version: MakeVersion, spawn: Sp
     assert TOKEN not in runtime.stderr
 
     status, headers, page = request(base + "/", auth=False)
-    assert status == 403 and b"Notes is locked" in page and TOKEN.encode() not in page
+    assert status == 403 and b"This page is locked" in page and b"<title>Notes" not in page
+    assert TOKEN.encode() not in page
     status, _, _ = request(base + "/", headers={"X-Desktop-Token": TOKEN}, auth=False)
     assert status == 200
 
