@@ -60,6 +60,7 @@ from desktop.ui.webview import (
 log = logging.getLogger("desktop.ui.webview")
 
 GESTURE_WINDOW_S = 5.0  # as long as Chromium's own transient user activation lasts
+_BLANK = QUrl("about:blank")
 _GESTURE_KEYS = frozenset({Qt.Key.Key_Return, Qt.Key.Key_Enter})
 _GESTURE_BUTTONS = frozenset({Qt.MouseButton.LeftButton, Qt.MouseButton.MiddleButton})
 # Qt asks before leaving a page that set onbeforeunload through javaScriptConfirm, with this text.
@@ -180,6 +181,8 @@ class RuntimePage(QWebEnginePage):
         # A first, fail-closed cut: only what might be shown or might be a user's link click
         # goes on to navigationRequested, which knows about user gestures.
         target = QUrl(url)
+        if kind == QWebEnginePage.NavigationType.NavigationTypeTyped and target == _BLANK:
+            return True  # the shell itself emptying the view (`clear`)
         maybe = navigation_verdict(target, self.origin, main_frame=is_main_frame,
                                    link_click=kind == QWebEnginePage.NavigationType.NavigationTypeLinkClicked,
                                    user_initiated=True)
@@ -269,6 +272,13 @@ class RuntimeView(QWebEngineView):
         self._interceptor.token = header
         self._page.origin = origin
         self.setUrl(origin)
+
+    def clear(self) -> None:
+        """Forget the runtime (it stopped): show an empty page, send nothing anywhere."""
+        self._interceptor.origin = None
+        self._interceptor.token = b""
+        self._page.origin = None
+        self.setUrl(_BLANK)
 
     def runtime_url(self) -> QUrl | None:
         """The origin the view is limited to (None before `show_runtime`)."""

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from desktop.ui import webview
-from tests.gui.page_driver import TIMEOUT_MS, click, click_link, dispose, run_js
+from tests.gui.page_driver import TIMEOUT_MS, click, click_link, dispose, run_js, type_text
 from tests.support.server import LoopbackServer
 
 HTML = "text/html; charset=utf-8"
@@ -64,11 +64,15 @@ LINKS = """<!doctype html><html><head><meta charset="utf-8"><title>links</title>
 <a id="consumed" href="https://example.invalid/later"
    onclick="window.open('about:blank'); setTimeout(() => { location = this.href; }, 100); return false">
    spends the click on a pop-up, then navigates by script</a>
+<input id="field" placeholder="typing here navigates">
 <a id="https" href="https://example.invalid/clicked">https</a>
 <a id="mailto" href="mailto:someone@example.invalid">mail</a>
 <a id="blank" target="_blank" href="https://example.invalid/new-tab">new tab</a>
 <a id="local" href="/second">same origin</a>
 <script>
+  document.getElementById("field").addEventListener("keydown", (event) => {
+    setTimeout(() => { location = "https://example.invalid/after-typing-" + event.key; }, 50);
+  });
   document.getElementById("anywhere").addEventListener("click", () => {
     setTimeout(() => { location = "https://example.invalid/after-any-click"; }, 50);
   });
@@ -226,6 +230,9 @@ def test_only_a_users_click_on_an_http_or_mail_link_reaches_the_system(
         qtbot.wait(400)  # the page navigates 100 ms after that click
         click(qtbot, view, "#anywhere")
         qtbot.wait(300)  # and 50 ms after this one
+        click(qtbot, view, "#field")
+        type_text(view, "x")  # a key press is a user activation for Chromium, not a link click
+        qtbot.wait(300)
     assert opener.opened == []
     assert desktop.opened == [], "Qt did not hand an unknown scheme to the desktop behind our back"
 
@@ -309,6 +316,19 @@ def test_local_files_and_unknown_schemes_are_off(shared: tuple[Any, Recorder]) -
                 attribute.NavigateOnDropEnabled, attribute.AllowRunningInsecureContent):
         assert not settings.testAttribute(off), off
     assert view.page().profile().isOffTheRecord()
+
+
+def test_clear_forgets_the_runtime_and_its_token(
+        qtbot: QtBot, shared: tuple[Any, Recorder], hostile: LoopbackServer, token: str) -> None:
+    view, _ = shared
+    show(qtbot, view, hostile, "/second", token)
+    with qtbot.waitSignal(view.loadFinished, timeout=TIMEOUT_MS):
+        view.clear()
+    assert view.url() == QUrl("about:blank") and view.runtime_url() is None
+    hostile.clear_requests()
+    run_js(qtbot, view, f"fetch({json.dumps(hostile.url + '/second')}).catch(() => {{}}); '1'")
+    qtbot.wait(300)
+    assert hostile.requests == [], "a forgotten runtime is not contacted"
 
 
 @pytest.mark.parametrize("url", [
