@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -32,7 +33,11 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals a
 NATIVE_DIR = resources_dir() / "native"
 READY_TIMEOUT = 15.0
 EXIT_TIMEOUT = 10.0
-RUNTIME_ENV_KEYS = ("DESKTOP_RUNTIME_DATA", "DESKTOP_SHELL_VERSION", "DESKTOP_RUNTIME_PARENT_PID")
+RUNTIME_ENV_KEYS = ("DESKTOP_RUNTIME_DATA", "DESKTOP_SHELL_VERSION", "DESKTOP_RUNTIME_PARENT_PID",
+                    "DESKTOP_RUNTIME_TOKEN")
+# The launch token every runtime below is started with (the shell makes a new one per start).
+TOKEN = secrets.token_urlsafe(32)
+AUTH = {"X-Desktop-Token": TOKEN}
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -125,13 +130,18 @@ class Runtime:
 
 
 def request(url: str, method: str = "GET", body: bytes | None = None,
-            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP exchange without following redirects: status, lower-cased headers, body."""
+            headers: dict[str, str] | None = None, *, auth: bool = True) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP exchange without following redirects: status, lower-cased headers, body.
+
+    With `auth` (the default) the request proves TOKEN, as the shell's web view does."""
     parts = urlsplit(url)
     assert parts.hostname is not None
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
     try:
-        conn.request(method, parts.path or "/", body=body, headers=headers or {})
+        conn.request(method, target, body=body, headers={**(AUTH if auth else {}), **(headers or {})})
         response = conn.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
@@ -139,7 +149,7 @@ def request(url: str, method: str = "GET", body: bytes | None = None,
 
 
 def get_json(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH), timeout=10) as response:
         assert response.headers.get_content_type() == "application/json"
         return json.loads(response.read())
 
@@ -246,6 +256,7 @@ def spawn(tmp_path: Path, data_dir: Path) -> Iterator[Spawn]:
             "DESKTOP_RUNTIME_DATA": str(data_dir),
             "DESKTOP_SHELL_VERSION": "9.8.7",
             "DESKTOP_RUNTIME_PARENT_PID": str(os.getpid()),
+            "DESKTOP_RUNTIME_TOKEN": TOKEN,
         })
         for key, value in (env or {}).items():
             if value is None:
@@ -276,7 +287,7 @@ def test_ready_line_health_and_page(make_version: MakeVersion, spawn: Spawn) -> 
     base = ready["url"]
 
     assert get_json(base + "healthz") == {"ok": True, "version": "1.2.3", "pid": runtime.pid}
-    with urllib.request.urlopen(base, timeout=10) as response:
+    with urllib.request.urlopen(urllib.request.Request(base, headers=AUTH), timeout=10) as response:
         assert response.status == 200
         assert response.headers.get_content_type() == "text/html"
         assert "default-src 'none'" in response.headers["Content-Security-Policy"]
@@ -325,7 +336,7 @@ def test_note_is_persisted_counted_and_kept_across_restart(
     assert [n["text"] for n in stored["notes"]] == ["hello brave\nnew  world", "héllo wörld 日本語"]
     assert not [p.name for p in data_dir.iterdir() if p.name != "notes.json"], "no temp files left"
 
-    with urllib.request.urlopen(base, timeout=10) as response:
+    with urllib.request.urlopen(urllib.request.Request(base, headers=AUTH), timeout=10) as response:
         page = response.read().decode("utf-8")
     assert_tidy_html(page)
     assert "hello brave\nnew  world" in page
@@ -395,6 +406,193 @@ def test_cross_origin_and_foreign_host_are_refused(make_version: MakeVersion, sp
     assert request(base + "notes", "POST", form, {"Sec-Fetch-Site": "cross-site"})[0] == 403
     assert request(base, "GET", headers={"Host": "rebind.example:80"})[0] == 403
     assert get_json(base + "api/notes") == {"notes": []}
+
+
+def test_csrf_rules_for_changes(make_version: MakeVersion, spawn: Spawn) -> None:
+    runtime = spawn(make_version())
+    base = str(runtime.ready()["url"])
+    port = urlsplit(base).port
+    form = urlencode({"text": "sneaky"}).encode()
+    plain = {"Content-Type": "application/x-www-form-urlencoded"}
+    refused = [
+        # another server on this host is the same *site*: it would get a SameSite cookie
+        {"Origin": f"http://127.0.0.1:{port + 1 if port < 65535 else port - 1}"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "none"},
+        # an opaque origin (sandboxed frame, no-referrer page elsewhere) without the browser's vouch
+        {"Origin": "null"},
+        {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+        {"Origin": base.rstrip("/"), "Sec-Fetch-Site": "same-site"},
+    ]
+    for headers in refused:
+        status, _, body = request(base + "notes", "POST", form, {**plain, **headers})
+        assert status == 403, (headers, body)
+    assert get_json(base + "api/notes") == {"notes": []}
+
+    # What Chromium sends for the page's own form under a no-referrer policy (QtWebEngine 6.12).
+    status, _, _ = request(base + "notes", "POST", urlencode({"text": "mine"}).encode(),
+                           {**plain, "Origin": "null", "Sec-Fetch-Site": "same-origin"})
+    assert status == 303
+    listed = get_json(base + "api/notes")
+    assert isinstance(listed, dict) and [n["text"] for n in listed["notes"]] == ["mine"]
+
+
+def test_page_asks_for_a_same_origin_referrer_policy(make_version: MakeVersion, spawn: Spawn) -> None:
+    # With "no-referrer" the browser sends `Origin: null` on the page's own form posts.
+    runtime = spawn(make_version())
+    _, headers, _ = request(str(runtime.ready()["url"]), "GET")
+    assert headers["referrer-policy"] == "same-origin"
+
+
+# --- the launch token ---------------------------------------------------------------------------
+
+EVERY_ROUTE = [("GET", "/"), ("HEAD", "/"), ("GET", "/healthz"), ("GET", "/api/info"), ("GET", "/api/notes"),
+               ("GET", "/api/notes/abc123"), ("POST", "/notes"), ("POST", "/notes/abc123/delete"),
+               ("POST", "/api/notes"), ("DELETE", "/api/notes/abc123"), ("GET", "/favicon.ico")]
+
+
+def test_every_request_must_prove_the_token(make_version: MakeVersion, spawn: Spawn) -> None:
+    runtime = spawn(make_version())
+    ready = runtime.ready()
+    base = str(ready["url"]).rstrip("/")
+    port = urlsplit(base).port
+    assert TOKEN not in json.dumps(ready), "the ready line never carries the token"
+    body = json.dumps({"text": "sneaky"}).encode()
+    wrong = [
+        {},
+        {"X-Desktop-Token": ""},
+        {"X-Desktop-Token": TOKEN[:-1]},
+        {"X-Desktop-Token": TOKEN + "x"},
+        {"Cookie": f"desktop-token-{port}={TOKEN[:-1]}"},
+        {"Cookie": f"desktop-token-{port + 1}={TOKEN}"},  # another runtime's cookie
+        {"Authorization": f"Bearer {TOKEN}"},
+    ]
+    for method, path in EVERY_ROUTE:
+        for headers in wrong:
+            status, _, _ = request(base + path, method, body if method == "POST" else None,
+                                   {"Content-Type": "application/json", **headers}, auth=False)
+            assert status == 403, (method, path, headers)
+    assert get_json(base + "/api/notes") == {"notes": []}
+    assert TOKEN not in runtime.stderr
+
+    status, headers, page = request(base + "/", auth=False)
+    assert status == 403 and b"This page is locked" in page and b"<title>Notes" not in page
+    assert TOKEN.encode() not in page
+    status, _, _ = request(base + "/", headers={"X-Desktop-Token": TOKEN}, auth=False)
+    assert status == 200
+
+
+def test_a_browser_signs_in_once_with_the_login_link(make_version: MakeVersion, spawn: Spawn) -> None:
+    runtime = spawn(make_version())
+    base = str(runtime.ready()["url"]).rstrip("/")
+    port = urlsplit(base).port
+    for query in ("", "?token=", f"?token={TOKEN[:-1]}", f"?token={TOKEN}&token={TOKEN}"):
+        status, headers, _ = request(base + "/login" + query, auth=False)
+        assert status == 403 and "set-cookie" not in headers, query
+
+    status, headers, _ = request(base + f"/login?token={TOKEN}", auth=False)
+    assert (status, headers["location"]) == (303, "/")
+    assert headers["referrer-policy"] == "no-referrer"
+    cookie, *attributes = [part.strip() for part in headers["set-cookie"].split(";")]
+    assert cookie == f"desktop-token-{port}={TOKEN}"
+    assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= set(attributes)
+    assert not any(a.lower().startswith(("expires", "max-age", "domain")) for a in attributes), \
+        "a session cookie for this host only"
+
+    jar = {"Cookie": f"other=1; {cookie}"}
+    status, _, page = request(base + "/", headers=jar, auth=False)
+    assert status == 200 and b"No notes yet" in page
+    form = {**jar, "Content-Type": "application/x-www-form-urlencoded"}
+    # The browser's own form post (same origin) is accepted with the cookie ...
+    status, _, _ = request(base + "/notes", "POST", urlencode({"text": "from a browser"}).encode(),
+                           {**form, "Origin": base, "Sec-Fetch-Site": "same-origin"}, auth=False)
+    assert status == 303
+    # ... one from another port of this host is the same site, so it has the cookie, and is refused.
+    status, _, _ = request(base + "/notes", "POST", urlencode({"text": "sneaky"}).encode(),
+                           {**form, "Origin": f"http://127.0.0.1:{port + 1}", "Sec-Fetch-Site": "same-site"},
+                           auth=False)
+    assert status == 403
+    listed = get_json(base + "/api/notes")
+    assert isinstance(listed, dict) and [n["text"] for n in listed["notes"]] == ["from a browser"]
+
+
+def test_without_a_token_the_runtime_makes_one_and_tells_stderr_only(
+        make_version: MakeVersion, spawn: Spawn) -> None:
+    runtime = spawn(make_version(), env={"DESKTOP_RUNTIME_TOKEN": None})
+    base = str(runtime.ready()["url"]).rstrip("/")
+    runtime.wait_stderr("/login?token=")
+    [login] = re.findall(r"(http://127\.0\.0\.1:\d+/login\?token=\S+)", runtime.stderr)
+    assert login.startswith(base)
+    assert request(base + "/", headers={"X-Desktop-Token": TOKEN}, auth=False)[0] == 403
+    status, headers, _ = request(login, auth=False)
+    assert status == 303
+    own = urlsplit(login).query.partition("=")[2]
+    assert len(own) >= 32
+    assert request(base + "/api/notes", headers={"X-Desktop-Token": own}, auth=False)[0] == 200
+    runtime.signal(signal.SIGTERM)
+    assert runtime.wait() == 0
+    assert runtime.remaining_stdout() == [], "stdout carries only the ready line"
+
+
+@pytest.mark.parametrize("bad", ["short", "has space in it 0123456789", "semi;colon-0123456789abcdef",
+                                 "\u00e9" * 20])
+def test_malformed_token_exits_6_without_echoing_it(make_version: MakeVersion, spawn: Spawn, bad: str) -> None:
+    runtime = spawn(make_version(), env={"DESKTOP_RUNTIME_TOKEN": bad})
+    assert runtime.wait() == 6
+    assert "DESKTOP_RUNTIME_TOKEN must be" in runtime.stderr
+    assert bad not in runtime.stderr
+    assert runtime.remaining_stdout() == []
+
+
+OTHER_USER_CLIENT = """
+import http.client, json, sys
+from urllib.parse import urlsplit
+base, pid = sys.argv[1], sys.argv[2]
+parts = urlsplit(base)
+out = {}
+def ask(name, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn.request(method, path, body=body, headers=headers or {})
+    out[name] = conn.getresponse().status
+    conn.close()
+ask("get_page", "GET", "/")
+ask("get_notes", "GET", "/api/notes")
+ask("post_note", "POST", "/api/notes", b'{"text": "planted"}', {"Content-Type": "application/json"})
+ask("post_form", "POST", "/notes", b"text=planted", {"Content-Type": "application/x-www-form-urlencoded",
+                                                      "Origin": base.rstrip("/")})
+ask("login_guess", "GET", "/login?token=guess-guess-guess-guess")
+try:
+    open(f"/proc/{pid}/environ", "rb").read()
+    out["environ"] = "readable"
+except OSError as exc:
+    out["environ"] = type(exc).__name__
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to act as another user")
+def test_another_local_user_cannot_read_or_change_notes(make_version: MakeVersion, spawn: Spawn) -> None:
+    runtime = spawn(make_version())
+    base = str(runtime.ready()["url"])
+    post_note(base, "private")
+    # The other user needs an interpreter it may run: the system's, not one under /root.
+    python = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.path.isfile(p)), None)
+    if python is None:
+        pytest.skip("no system python3 for the other user")
+    result = subprocess.run(
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", python, "-c", OTHER_USER_CLIENT,
+         base, str(runtime.pid)],
+        capture_output=True, text=True, timeout=30, cwd="/",
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NO_PROXY": "127.0.0.1"}, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen == {"get_page": 403, "get_notes": 403, "post_note": 403, "post_form": 403, "login_guess": 403,
+                    "environ": "PermissionError"}
+    listed = get_json(base + "api/notes")
+    assert isinstance(listed, dict) and [n["text"] for n in listed["notes"]] == ["private"]
+    assert request(base, "GET")[0] == 200, "the owner, with the token, gets in"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -7,12 +7,17 @@ Started by the desktop shell as `python app/main.py`. Contract with the shell:
 - exits 0 on SIGTERM / SIGINT, and when the process named by DESKTOP_RUNTIME_PARENT_PID dies.
 
 Environment:
+  DESKTOP_RUNTIME_TOKEN       this launch's secret: every request must carry it as the
+                              X-Desktop-Token header or the cookie that GET /login?token=...
+                              sets; without it a random one is made and the login URL is
+                              printed on stderr (never stdout)
   DESKTOP_RUNTIME_DATA        directory for notes.json (default ./runtime-data, with a warning)
   DESKTOP_SHELL_VERSION       shown on the page and in /api/info ("unknown" if unset)
   DESKTOP_RUNTIME_PARENT_PID  exit when this process is gone (checked every 0.5 s)
 
 Exit codes: 0 clean stop, 2 unreadable runtime.json, 3 native dependency missing,
-4 data directory unusable, 5 cannot listen, 17/18 simulated crashes (see `simulate`).
+4 data directory unusable, 5 cannot listen, 6 malformed DESKTOP_RUNTIME_TOKEN,
+17/18 simulated crashes (see `simulate`).
 
 runtime.json's optional "simulate" makes broken versions of this same code for tests:
   crash-at-start            exit 17 before the ready line
@@ -38,6 +43,7 @@ RUNTIME_ROOT = APP_DIR.parent
 if not sys.path or sys.path[0] != str(APP_DIR):
     sys.path.insert(0, str(APP_DIR))
 
+from notes_auth import TOKEN_ENV, LaunchToken, TokenError  # noqa: E402
 from notes_native import NAME as NATIVE_NAME  # noqa: E402
 from notes_native import NativeMissing, TextStats, library_file  # noqa: E402
 from notes_page import AppInfo  # noqa: E402
@@ -51,6 +57,7 @@ EXIT_BAD_MANIFEST = 2
 EXIT_NATIVE_MISSING = 3
 EXIT_DATA_DIR = 4
 EXIT_LISTEN = 5
+EXIT_BAD_TOKEN = 6
 EXIT_SIMULATED_START_CRASH = 17
 EXIT_SIMULATED_CRASH = 18
 STOP_SIGNALS = tuple(
@@ -140,6 +147,12 @@ def run(stop: threading.Event) -> int:
 
     watch_parent(os.environ.get("DESKTOP_RUNTIME_PARENT_PID"), stop, log)
 
+    try:
+        token, generated = LaunchToken.from_environment(os.environ)
+    except TokenError as exc:
+        log(str(exc))
+        return EXIT_BAD_TOKEN
+
     at_start, crash_after = parse_simulate(manifest.get("simulate"))
     if at_start == "crash-at-start":
         log("simulated crash at start")
@@ -173,7 +186,7 @@ def run(stop: threading.Event) -> int:
     info = AppInfo(name=name, version=version,
                    shell_version=os.environ.get("DESKTOP_SHELL_VERSION") or "unknown", data_dir=data_dir)
     try:
-        server = NotesServer(info, store, stats)
+        server = NotesServer(info, store, stats, token)
     except OSError as exc:
         log(f"cannot listen on 127.0.0.1: {exc}")
         return EXIT_LISTEN
@@ -187,6 +200,8 @@ def run(stop: threading.Event) -> int:
         sys.stdout.write(json.dumps(ready) + "\n")
         sys.stdout.flush()
         log(f"{name} {version} serving {server.url} (notes in {data_dir})")
+        if generated:
+            log(f"{TOKEN_ENV} is not set; to use the notes in a browser open {server.login_url}")
         if crash_after is not None:
             crash_later(crash_after)
         wait_until(stop)

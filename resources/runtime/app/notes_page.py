@@ -139,3 +139,15 @@ def render_error(status: HTTPStatus, message: str) -> str:
         f'<p class="card error">{html.escape(message)}</p>\n<p><a href="/">Back to notes</a></p>\n</main>\n'
     )
     return _page(f"{status.value} {status.phrase}", body)
+
+
+def render_locked(info: AppInfo) -> str:
+    """What a browser sees without the launch token: how to open the notes instead."""
+    body = (
+        "<main>\n<h1>This page is locked</h1>\n"
+        '<p class="card error">It only opens for the app that started it.</p>\n'
+        f"<p>Open {html.escape(info.name)} from the desktop app, or use its <b>Open in browser</b> "
+        "command, which signs this browser in for as long as the app runs.</p>\n</main>\n"
+    )
+    # No "Notes" in the title: whoever checks that the notes page loaded must not be fooled.
+    return _page("Locked · open it from the app", body)

@@ -10,8 +10,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from notes_auth import LOGIN_PATH, TOKEN_HEADER, LaunchToken, cookie_name, cookie_values, set_cookie_header
 from notes_native import TextStats
-from notes_page import AppInfo, render_error, render_home
+from notes_page import AppInfo, render_error, render_home, render_locked
 from notes_store import Note, NoteError, NoteStore, is_valid_id
 
 MAX_BODY_BYTES = 1 << 20
@@ -37,7 +38,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # "same-origin", not "no-referrer": with no-referrer Chromium sends `Origin: null` on the page's
+    # own form posts, and a server that checks Origin cannot tell them from a sandboxed attacker.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -49,18 +52,25 @@ class HttpError(Exception):
         self.message = message
 
 
+class Locked(Exception):
+    """A page request without the token: answered with a page that says how to get in."""
+
+
 class NotesServer(ThreadingHTTPServer):
     """A threading HTTP server that carries the app's state for its handlers."""
 
     daemon_threads = True
 
-    def __init__(self, info: AppInfo, store: NoteStore, stats: TextStats) -> None:
+    def __init__(self, info: AppInfo, store: NoteStore, stats: TextStats, token: LaunchToken) -> None:
         super().__init__(("127.0.0.1", 0), NotesHandler)
         self.info = info
         self.store = store
         self.stats = stats
+        self.token = token
         port = self.server_address[1]
         self.url = f"http://127.0.0.1:{port}/"
+        self.login_url = f"http://127.0.0.1:{port}{LOGIN_PATH}?token={token.value}"
+        self.cookie_name = cookie_name(port)
         self.allowed_hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
         self.allowed_origins = {f"http://{host}" for host in self.allowed_hosts}
 
@@ -117,13 +127,36 @@ class NotesHandler(BaseHTTPRequestHandler):
         if host is not None and host.lower() not in self.server.allowed_hosts:
             raise HttpError(HTTPStatus.FORBIDDEN, "unexpected Host header")
 
+    def _check_token(self, path: str) -> None:
+        # Every request proves this launch's secret: the loopback port is open to every local
+        # user and program, the notes are not.
+        token = self.server.token
+        if token.matches(self.headers.get(TOKEN_HEADER)):
+            return
+        if any(token.matches(value) for value in cookie_values(self.headers.get("Cookie"),
+                                                                self.server.cookie_name)):
+            return
+        if path.startswith("/api/") or path == "/healthz":
+            raise HttpError(HTTPStatus.FORBIDDEN, "this runtime needs its launch token")
+        raise Locked
+
     def _check_same_origin(self) -> None:
-        # A page on another site must not be able to change notes through the user's browser.
-        origin = self.headers.get("Origin")
-        if origin is not None and origin.lower() not in self.server.allowed_origins:
-            raise HttpError(HTTPStatus.FORBIDDEN, "cross-origin request refused")
-        if self.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+        # A page on another site, or on another port of this host (same *site*, so it gets
+        # SameSite cookies), must not be able to change notes through the user's browser.
+        # Browsers vouch for the initiator with Sec-Fetch-Site; `Origin: null` (a sandboxed frame,
+        # a no-referrer page) is trusted only together with that vouch. Non-browser clients send
+        # neither header and are judged by the token alone.
+        site = self.headers.get("Sec-Fetch-Site")
+        if site is not None and site.strip().lower() != "same-origin":
             raise HttpError(HTTPStatus.FORBIDDEN, "cross-site request refused")
+        origin = self.headers.get("Origin")
+        if origin is None:
+            return
+        if origin.strip().lower() == "null":
+            if site is None:
+                raise HttpError(HTTPStatus.FORBIDDEN, "cross-origin request refused")
+        elif origin.strip().lower() not in self.server.allowed_origins:
+            raise HttpError(HTTPStatus.FORBIDDEN, "cross-origin request refused")
 
     def _body(self) -> bytes:
         length_header = self.headers.get("Content-Length")
@@ -144,6 +177,10 @@ class NotesHandler(BaseHTTPRequestHandler):
         method = "GET" if self.command == "HEAD" else self.command
         try:
             self._check_host()
+            if method == "GET" and path == LOGIN_PATH:
+                self._login()
+                return
+            self._check_token(path)
             if method != "GET":
                 self._check_same_origin()
             for pattern, name in ROUTES.get(method, ()):
@@ -156,6 +193,8 @@ class NotesHandler(BaseHTTPRequestHandler):
             raise HttpError(HTTPStatus.NOT_FOUND, f"no such page: {path}")
         except HttpError as exc:
             self._error(exc, path)
+        except Locked:
+            self._html(HTTPStatus.FORBIDDEN, render_locked(self.server.info))
         except NoteError as exc:
             self._error(HttpError(HTTPStatus.BAD_REQUEST, str(exc)), path)
         except ConnectionError:
@@ -165,6 +204,19 @@ class NotesHandler(BaseHTTPRequestHandler):
             self._error(HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"storage error: {exc}"), path)
 
     do_GET = do_HEAD = do_POST = do_DELETE = _dispatch
+
+    def _login(self) -> None:
+        """Trade the token in the query for a cookie, so that a plain browser can use the page."""
+        query = parse_qs(urlsplit(self.path).query)
+        given = query.get("token", [])
+        if len(given) != 1 or not self.server.token.matches(given[0]):
+            raise HttpError(HTTPStatus.FORBIDDEN, "wrong or missing token")
+        self._send(HTTPStatus.SEE_OTHER, b"", "text/plain; charset=utf-8", {
+            "Location": "/",
+            "Set-Cookie": set_cookie_header(self.server.cookie_name, self.server.token),
+            # The token is in this URL: never hand it on, not even to our own pages.
+            "Referrer-Policy": "no-referrer",
+        })
 
     # --- pages and API --------------------------------------------------------------------
 
