@@ -27,7 +27,7 @@ from desktop import __version__
 from desktop.core.results import RuntimeState
 from desktop.ui.controller import ShellController
 from desktop.ui.dialogs import LogsDialog, SettingsDialog, UpdateDialog
-from desktop.ui.webview import make_view, open_external
+from desktop.ui.webview import login_url, make_view, open_external
 
 STATE_TEXT = {
     RuntimeState.STOPPED.value: "Stopped",
@@ -63,6 +63,7 @@ class MainWindow(QMainWindow):
             self.setWindowIcon(icon)
         self.resize(1000, 700)
         self.runtime_url: str | None = None
+        self.runtime_token = ""
         self.update_dialog: UpdateDialog | None = None
         self.logs_dialog: LogsDialog | None = None
         self._quitting = False
@@ -193,7 +194,7 @@ class MainWindow(QMainWindow):
         source = info.get("source")
         if state == RuntimeState.RUNNING.value:
             text = f"Running {version} ({source})"
-            self._show_runtime(str(info.get("url") or ""))
+            self._show_runtime(str(info.get("url") or ""), str(info.get("token") or ""))
         elif state == RuntimeState.STARTING.value and info.get("failed_version"):
             text = (f"{info['failed_version']} crashed at startup ({info.get('reason')}) — marked bad, "
                     f"starting {info.get('fallback')} ({info.get('fallback_source')})")
@@ -215,10 +216,10 @@ class MainWindow(QMainWindow):
         self.runtime_label.setText(f"<span style='color:{color}'>●</span> Runtime: {text}")
         self.runtime_label.setProperty("state", state)
 
-    def _show_runtime(self, url: str) -> None:
-        self.runtime_url = url
+    def _show_runtime(self, url: str, token: str) -> None:
+        self.runtime_url, self.runtime_token = url, token
         if self.web is not None and url:
-            self.web.show_runtime(url)  # type: ignore[attr-defined]
+            self.web.show_runtime(url, token)
             self.stack.setCurrentWidget(self.web)
         else:
             self.url_label.setText(f"<a href='{url}'>{url}</a>")
@@ -292,7 +293,7 @@ class MainWindow(QMainWindow):
 
     def _open_in_browser(self) -> None:
         if self.runtime_url:
-            open_external(QUrl(self.runtime_url))
+            open_external(login_url(self.runtime_url, self.runtime_token))
 
     def bring_to_front(self) -> None:
         self.show()

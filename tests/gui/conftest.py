@@ -10,6 +10,7 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from desktop.core.config import AppConfig
+from desktop.core.shell import Shell
 from desktop.ui.controller import ShellController
 from desktop.ui.window import MainWindow
 from tests.support.feed import Feed
@@ -44,7 +45,7 @@ def shell(qtbot: QtBot, feed: Feed, tmp_path: Path) -> Iterator[Callable[..., tu
 
     def make(config: AppConfig | None = None, **overrides: object) -> tuple[MainWindow, ShellController]:
         config = config or feed.config(tmp_path / "data", **overrides)
-        controller = ShellController(config, initial_delay_s=3600)
+        controller = ShellController(Shell(config), initial_delay_s=3600)
         window = MainWindow(controller)
         qtbot.addWidget(window)
         window.show()

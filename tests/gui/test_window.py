@@ -58,7 +58,7 @@ def test_update_found_downloaded_and_applied_by_restart(qtbot: QtBot, shell: She
     assert dialog.restart_button.isEnabled() and window.banner.isVisible()
     qtbot.mouseClick(dialog.restart_button, Qt.MouseButton.LeftButton)
     wait_running(qtbot, window, "1.1.0", "staged")
-    assert controller.update_kind == "idle"
+    assert controller.update_kind == "up-to-date"
 
 
 def test_crash_of_new_version_is_shown_and_fallback_runs(qtbot: QtBot, shell: Shell, feed: Feed) -> None:
