@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 
 from packaging.version import Version
 
@@ -61,6 +62,7 @@ def collect(config: AppConfig) -> GcReport:
         removed += _orphan_records(config, kept)
         newest_kept = max(plan.keep, default=None)
         removed += _stale_downloads(config, newest_kept)
+        removed += _torn_temp_files(config)
     log.info("gc removed %d entries", len(removed))
     return GcReport(tuple(removed), tuple(str(v) for v in sorted(plan.keep)), tuple(problems))
 
@@ -78,6 +80,27 @@ def _orphan_records(config: AppConfig, kept: set[str]) -> list[str]:
         with contextlib.suppress(OSError):
             (config.data.records_dir / name).unlink()
             removed.append(f"records/{name}")
+    return removed
+
+
+TEMP_AGE_S = 600
+
+
+def _torn_temp_files(config: AppConfig) -> list[str]:
+    """Temp files of atomic writes whose writer was killed (old enough that no writer is at work)."""
+    removed: list[str] = []
+    now = time.time()
+    for directory in (config.data.root, config.data.records_dir, config.data.cache_dir):
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat(follow_symlinks=False).st_mtime > TEMP_AGE_S:
+                        os.unlink(entry.path)
+                        removed.append(entry.name)
     return removed
 
 

@@ -137,8 +137,19 @@ class Leases:
         return [lease for _, lease in self.all() if pid_alive(lease.shell_pid, lease.shell_start)]
 
     def clean_stale(self) -> list[Lease]:
-        """Remove leases of dead shells; stop a runtime group such a shell left behind."""
+        """Remove leases of dead shells (and their torn temp files); stop a runtime group such a shell
+        left behind."""
         stale: list[Lease] = []
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            names = []
+        for name in names:
+            # ".<pid>.json.<random>.tmp": a lease write that its shell never finished.
+            pid = name[1:].split(".", 1)[0]
+            if name.startswith(".") and name.endswith(".tmp") and pid.isdigit() and not pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    (self.directory / name).unlink()
         for path, lease in self.all():
             if pid_alive(lease.shell_pid, lease.shell_start):
                 continue

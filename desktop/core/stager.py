@@ -128,16 +128,18 @@ def _stage_locked(config: AppConfig, registry: Registry, release: Release,
     version = release.version
     clean_partials(data)
     final = data.version_dir(version)
+    archive = data.downloads_dir / f"{version}-{release_tag(release)}.archive"
     if os.path.lexists(final):
         problem = staged_problem(config, version)
         if problem is None:
+            with contextlib.suppress(OSError):
+                archive.unlink()  # left by a stage killed after its rename
             moved = point_at(data, version)
             log.info("version %s is already staged%s", version, " (adopted)" if moved else "")
             return StageResult(UpdateOutcome.ALREADY_STAGED, version)
         log.warning("re-staging %s: its directory does not verify (%s)", version, problem)
         _set_aside(final)
     partial = _partial_path(data, version)
-    archive = data.downloads_dir / f"{version}-{release_tag(release)}.archive"
     received = 0
     try:
         if not _reusable(archive, release):
