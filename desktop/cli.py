@@ -263,11 +263,14 @@ def cmd_status(args: argparse.Namespace) -> Rendered:
 
 
 def cmd_check(args: argparse.Namespace) -> Rendered:
-    report = open_shell(args).check(bypass_rollout=args.bypass_rollout)
+    shell = open_shell(args)
+    shell_channel = shell.config.channel
+    report = shell.check(bypass_rollout=args.bypass_rollout)
     available = str(report.available.version) if report.available else None
     obj = {
         "available": available,
         "current": str(report.current),
+        "channel": args.channel or shell_channel,
         "offered": [str(r.version) for r in report.offered],
         "skipped": [{"version": str(s.version), "reason": s.reason.value, "detail": s.detail}
                     for s in report.skipped],

@@ -36,7 +36,7 @@ from packaging.version import Version
 
 from desktop.core.download import Fetcher
 from desktop.core.registry.npm import ACCEPT, NpmRegistry
-from desktop.core.state import read_pointer
+from desktop.core.pointer import read_pointer
 from desktop.devtools import derive_runtime
 from tests.integration.conftest import PACKAGE, run_cli
 
@@ -265,7 +265,7 @@ def test_client_reads_verdaccios_abbreviated_document(published: Verdaccio, tmp_
     assert headers["content-type"].startswith("application/vnd.npm.install-v1+json")
     assert doc["dist-tags"] == {"latest": "1.2.0", "beta": "1.1.0"}
     with Fetcher() as fetcher:
-        registry = NpmRegistry(published.package_url, fetcher, tmp_path)
+        registry = NpmRegistry(published.package_url, fetcher, tmp_path, tmp_path / "seen-integrity.json")
         (release,) = registry.list_releases("latest").releases
         (beta,) = registry.list_releases("beta").releases
         assert registry.list_releases("latest").not_modified, "Verdaccio's ETag makes the re-check a 304"
@@ -279,9 +279,11 @@ def test_client_reads_verdaccios_abbreviated_document(published: Verdaccio, tmp_
 def test_cli_stages_and_launches_from_verdaccio(published: Verdaccio, tmp_path: Path) -> None:
     data = tmp_path / "data"
     base = ["--registry-kind", "npm", "--registry", published.package_url, "--data-dir", str(data)]
-    assert cli_json("update", *base) == {"outcome": "staged", "version": "1.2.0", "downloaded": True}
+    staged = cli_json("update", *base)
+    assert (staged["outcome"], staged["version"], staged["delta"]) == ("staged", "1.2.0", False)
+    assert staged["bytes_downloaded"] > 1000
     again = cli_json("update", *base)
-    assert again["outcome"] == "up-to-date" and not again["downloaded"]
+    assert again["outcome"] == "up-to-date" and again["bytes_downloaded"] < 2048
     checked = cli_json("check", *base)
     assert checked["available"] is None and checked["current"] == "1.2.0" and checked["not_modified"]
 
@@ -297,8 +299,10 @@ def test_cli_stages_and_launches_from_verdaccio(published: Verdaccio, tmp_path: 
         assert proc.stdout is not None
         running = json.loads(proc.stdout.readline())
         assert running["version"] == "1.2.0" and running["source"] == "staged"
+        token = _runtime_token(running["pid"])
         with httpx.Client(trust_env=False, timeout=10) as client:
-            health = client.get(running["url"] + "healthz")
+            assert client.get(running["url"] + "healthz").status_code in (401, 403), "the token is required"
+            health = client.get(running["url"] + "healthz", headers={"X-Desktop-Token": token})
         assert health.status_code == 200
         assert health.json() == {"ok": True, "version": "1.2.0", "pid": running["pid"]}
         proc.send_signal(signal.SIGTERM)
@@ -308,6 +312,12 @@ def test_cli_stages_and_launches_from_verdaccio(published: Verdaccio, tmp_path: 
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def _runtime_token(pid: int) -> str:
+    """The launch token, as this user can read it from the runtime's own environment."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return next(v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"DESKTOP_RUNTIME_TOKEN="))
 
 
 def test_cli_check_follows_a_dist_tag(published: Verdaccio, tmp_path: Path) -> None:
