@@ -418,11 +418,10 @@ class Fetcher:
                 os.fsync(out.fileno())
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                size = done
                 _discard(part, part.with_name(part.name + ".json"))
-                free = free_bytes(part.parent)
-                need = (total or size) + self.config.min_free_bytes
-                raise DiskSpaceError(f"not enough disk space: need {mb(need)}, have {mb(free + size)}") from None
+                need = (total or done) + self.config.min_free_bytes
+                raise DiskSpaceError(f"not enough disk space: need {mb(need)}, have {mb(free_bytes(part.parent))}") \
+                    from None
             raise DownloadError(f"cannot write {part}: {exc.strerror or exc}") from None
         except UnexpectedContentError:
             _discard(part, part.with_name(part.name + ".json"))

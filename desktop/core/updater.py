@@ -136,7 +136,7 @@ def update(config: AppConfig, registry: Registry, *, progress: StageProgress | N
             return UpdateReport(UpdateOutcome.CANCELLED, release.version, report, exc, kind,
                                 bytes_downloaded=received() - start)
         pinned = _remember(config, release.version, release.artefact_key, exc)
-        log.warning("staging %s failed%s: %s", release.version, " (pinned)" if pinned else "", one_line(str(exc)))
+        log.info("staging %s failed%s: %s", release.version, " (pinned)" if pinned else "", one_line(str(exc)))
         record_check(config, "failed", available=str(release.version), error=str(exc))
         return UpdateReport(UpdateOutcome.FAILED, release.version, report, exc, kind, pinned,
                             bytes_downloaded=received() - start, retry_at=_retry_at(config))

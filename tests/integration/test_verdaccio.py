@@ -35,8 +35,8 @@ from filelock import FileLock
 from packaging.version import Version
 
 from desktop.core.download import Fetcher
-from desktop.core.registry.npm import ACCEPT, NpmRegistry
 from desktop.core.pointer import read_pointer
+from desktop.core.registry.npm import ACCEPT, NpmRegistry
 from desktop.devtools import derive_runtime
 from tests.integration.conftest import PACKAGE, run_cli
 
