@@ -179,7 +179,8 @@ class RuntimeProcess:
         except OSError as exc:
             raise LaunchError(f"cannot start runtime {target.version}: {exc.strerror or exc}") from exc
         self.started_at = time.monotonic()
-        self._output.info("[shell] started %s %s (pid %d)", target.source, target.version, self.popen.pid)
+        self._output.info("[shell] started %s %s (pid %d): %s", target.source, target.version, self.popen.pid,
+                          sanitize_line(" ".join(argv)))
         assert self.popen.stdout is not None and self.popen.stderr is not None
         self._readers = [
             threading.Thread(target=self._read, args=(self.popen.stdout, "stdout"), daemon=True,

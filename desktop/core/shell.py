@@ -83,7 +83,7 @@ class Shell:
         return redact_url(self.config.registry_url) if self.config.registry_url else None
 
     def status(self) -> StatusReport:
-        from desktop.core.updater import last_check
+        from desktop.core.checkrecord import last_check
 
         config = self.config
         target = resolve(config, repair=False)

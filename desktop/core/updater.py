@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from packaging.version import Version
 
 from desktop.core import policy
+from desktop.core.checkrecord import record_check
 from desktop.core.config import AppConfig
 from desktop.core.download import Cancel, Fetcher
 from desktop.core.errors import DesktopError, StateError, UsageError
@@ -21,15 +21,14 @@ from desktop.core.registry import Registry, Release
 from desktop.core.results import (
     CheckReport,
     FailureClass,
-    LastCheck,
     ReleaseInfo,
     SkipReason,
     UpdateOutcome,
     UpdateReport,
 )
 from desktop.core.stager import StageProgress, stage
-from desktop.core.state import atomic_write_bytes, atomic_write_json, load_fields
-from desktop.core.text import one_line, redact_url
+from desktop.core.state import atomic_write_bytes
+from desktop.core.text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -161,23 +160,3 @@ def _remember(config: AppConfig, version: Version | None, artefact: str, error: 
 def _retry_at(config: AppConfig) -> float | None:
     state = FailureMemory(config.data.failures_file).transient()
     return state.next_retry if state else None
-
-
-def record_check(config: AppConfig, result: str, *, available: str | None = None,
-                 error: str | None = None) -> None:
-    try:
-        atomic_write_json(config.data.check_file, {
-            "time": time.time(), "result": result, "available": available,
-            "error": one_line(error) if error else None,
-            "registry": redact_url(config.registry_url) if config.registry_url else None,
-            "channel": config.channel})
-    except DesktopError as exc:
-        log.warning("cannot record the check: %s", exc)
-
-
-def last_check(config: AppConfig) -> LastCheck | None:
-    fields = load_fields(config.data.check_file)
-    if not fields.obj:
-        return None
-    return LastCheck(fields.number("time"), fields.text("result", "unknown") or "unknown",
-                     fields.text("available"), fields.text("error"))

@@ -28,3 +28,15 @@ def test_the_check_itself_can_fail() -> None:
     code = "import sys, desktop.ui.workers; assert not [m for m in sys.modules if m.startswith('PySide6')]"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode != 0
+
+
+def test_status_imports_only_what_it_uses(tmp_path: object) -> None:
+    code = (
+        "import sys, desktop.cli\n"
+        f"assert desktop.cli.main(['status', '--json', '--data-dir', {str(tmp_path)!r} + '/data']) == 0\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'httpx', 'py7zr', 'tuf', 'securesystemslib',"
+        " 'cryptography', 'PySide6'})\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
