@@ -19,7 +19,7 @@ it as the leader of a new process group; it spawns the runtime (ARGV) in that sa
 The runtime gets the user's umask back (the shell itself runs with 077).
 Nothing here needs the runtime's cooperation: a runtime that ignores its parent and whose
 children ignore theirs is still stopped. Windows uses a Job Object with kill-on-close instead
-(docs/processes.md).
+(docs/architecture.md).
 """
 
 from __future__ import annotations

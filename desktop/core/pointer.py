@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import filelock
 from packaging.version import Version
 
 from desktop.core.errors import StateError
@@ -81,6 +80,8 @@ def change_pointer(path: Path, change: Callable[[Pointer | None], Pointer | None
 
     Returning the pointer it was given (the same object) leaves the file untouched.
     """
+    import filelock  # only writers pay for it
+
     lock = filelock.FileLock(str(path.with_name(path.name + ".lock")), timeout=30)
     try:
         with lock:
