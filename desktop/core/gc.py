@@ -34,8 +34,8 @@ def collect(config: AppConfig) -> GcReport:
     data = config.data
     removed: list[str] = []
     problems: list[str] = []
-    with stage_lock(data):
-        gone, stuck = clean_partials(data)
+    with stage_lock(data.runtimes):
+        gone, stuck = clean_partials(data.runtimes)
         removed += gone
         problems += [f"cannot remove {name}" for name in stuck]
         pointer = read_pointer(data.pointer_file)

@@ -39,6 +39,34 @@ def resources_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class VersionStore:
+    """Where staged versions of one kind live: runtimes under the data dir, shells under the
+    install root. Paths are built from a parsed `Version`, never from a string."""
+
+    versions_dir: Path
+    records_dir: Path
+    downloads_dir: Path
+    lock_file: Path
+    pointer_file: Path
+
+    def version_dir(self, version: Version) -> Path:
+        return self.versions_dir / str(version)
+
+    def partial_dir(self, version: Version) -> Path:
+        return self.versions_dir / f"{version}.partial"
+
+    def record_file(self, version: Version) -> Path:
+        return self.records_dir / f"{version}.json"
+
+    def ensure(self) -> None:
+        for path in (self.versions_dir, self.records_dir, self.downloads_dir, self.lock_file.parent):
+            try:
+                os.makedirs(path, mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise DataDirError(f"cannot create {path}: {exc.strerror or exc}") from None
+
+
+@dataclass(frozen=True)
 class DataDir:
     """The on-disk layout under one data directory (an absolute path).
 
@@ -115,6 +143,12 @@ class DataDir:
     @property
     def stage_lock(self) -> Path:
         return self.root / "stage.lock"
+
+    @property
+    def runtimes(self) -> VersionStore:
+        """The staged runtime versions."""
+        return VersionStore(self.versions_dir, self.records_dir, self.downloads_dir, self.stage_lock,
+                            self.pointer_file)
 
     def version_dir(self, version: Version) -> Path:
         return self.versions_dir / str(version)

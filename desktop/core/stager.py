@@ -1,6 +1,10 @@
-"""Staging one release: download, verify, extract, add native deps, verify, record, durable, rename, point.
+"""Staging one release: download, verify, extract, finish, verify, record, durable, rename, point.
 
-One stage at a time per data dir (a cross-process lock). A failure at any step removes the
+The same steps stage a runtime (into the data dir) and a shell (into the install root): what
+differs is the `Artefact` (how to finish and check a version) and the `VersionStore` (where
+versions, records, downloads, the lock and the pointer live).
+
+One stage at a time per store (a cross-process lock). A failure at any step removes the
 partial and leaves the pointer and every complete version untouched; a kill -9 at any
 instant leaves at worst a stale partial (removed by the next stage or gc) and a pointer that
 names a complete, verified version or nothing.
@@ -21,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import filelock
 from packaging.version import Version
@@ -40,8 +45,9 @@ from desktop.core.errors import (
     StateError,
 )
 from desktop.core.launching import staged_problem
+from desktop.core.limits import ExtractLimits
 from desktop.core.manifest import RuntimeManifest, verify_version_dir
-from desktop.core.paths import DataDir
+from desktop.core.paths import VersionStore
 from desktop.core.pointer import Pointer, advance_pointer, change_pointer
 from desktop.core.records import build_record, file_sha256, write_record
 from desktop.core.registry import Cancel, Registry, Release
@@ -67,17 +73,51 @@ class Busy(Exception):
     """Another process holds the staging lock."""
 
 
+class Artefact(Protocol):
+    """What is being staged: where its versions live and how a version is finished and checked."""
+
+    store: VersionStore
+    limits: ExtractLimits
+    reserve: int  # bytes to leave free on the disk
+
+    def problem(self, version: Version) -> str | None:
+        """Why the complete version directory cannot be used (None: it verifies)."""
+
+    def finish(self, partial: Path, version: Version) -> tuple[str, tuple[str, ...]]:
+        """Complete and verify an extracted partial (raise InvalidReleaseError); return the entry and
+        the trees to hash at every launch, for the record."""
+
+
+class RuntimeArtefact:
+    """A runtime release: the manifest contract, the host gate and the bundled native deps."""
+
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.store = config.data.runtimes
+        self.limits = config.limits
+        self.reserve = config.net.min_free_bytes
+
+    def problem(self, version: Version) -> str | None:
+        return staged_problem(self.config, version)
+
+    def finish(self, partial: Path, version: Version) -> tuple[str, tuple[str, ...]]:
+        manifest = _install_native(self.config, partial)
+        verify_version_dir(partial, expected=version, shell_version=self.config.shell_version,
+                           native_root=self.config.native_root)
+        return manifest.entry, manifest.native
+
+
 @contextmanager
-def stage_lock(data: DataDir, timeout: float = 0) -> Iterator[None]:
-    """The cross-process staging lock; raises Busy if another process holds it."""
-    data.ensure()
-    lock = filelock.FileLock(str(data.stage_lock), timeout=timeout)
+def stage_lock(store: VersionStore, timeout: float = 0) -> Iterator[None]:
+    """The cross-process staging lock of `store`; raises Busy if another process holds it."""
+    store.ensure()
+    lock = filelock.FileLock(str(store.lock_file), timeout=timeout)
     try:
         lock.acquire()
     except filelock.Timeout:
         raise Busy() from None
     except OSError as exc:
-        raise DataDirError(f"cannot lock {data.stage_lock}: {exc.strerror or exc}") from None
+        raise DataDirError(f"cannot lock {store.lock_file}: {exc.strerror or exc}") from None
     try:
         yield
     finally:
@@ -90,89 +130,89 @@ def is_leftover(name: str) -> bool:
             or name.startswith("."))
 
 
-def clean_partials(data: DataDir) -> tuple[list[str], list[str]]:
+def clean_partials(store: VersionStore) -> tuple[list[str], list[str]]:
     """Remove stale partials and leftovers (call only under the lock): (removed, could not remove)."""
     removed: list[str] = []
     stuck: list[str] = []
     try:
-        children = sorted(os.listdir(data.versions_dir))
+        children = sorted(os.listdir(store.versions_dir))
     except OSError:
         return removed, stuck
     for name in children:
         if not is_leftover(name):
             continue
-        if remove_tree_quietly(data.versions_dir / name):
+        if remove_tree_quietly(store.versions_dir / name):
             removed.append(name)
         else:
             stuck.append(name)
             log.warning("cannot remove the stale %s (is it owned by another user?); staging goes on without it",
-                        data.versions_dir / name)
+                        store.versions_dir / name)
     if removed:
-        fsync_dir(data.versions_dir)
+        fsync_dir(store.versions_dir)
     return removed, stuck
 
 
 def stage(config: AppConfig, registry: Registry, release: Release, *,
           progress: StageProgress | None = None, cancel: Cancel | None = None) -> StageResult:
-    """Stage `release` under the cross-process lock; raises DesktopError on failure."""
+    """Stage a runtime release under the cross-process lock; raises DesktopError on failure."""
+    return stage_artefact(RuntimeArtefact(config), registry, release, progress=progress, cancel=cancel)
+
+
+def stage_artefact(artefact: Artefact, registry: Registry, release: Release, *,
+                   progress: StageProgress | None = None, cancel: Cancel | None = None) -> StageResult:
+    """Stage `release` of `artefact` under its store's lock; raises DesktopError on failure."""
     try:
-        with stage_lock(config.data):
-            return _stage_locked(config, registry, release, progress, cancel)
+        with stage_lock(artefact.store):
+            return _stage_locked(artefact, registry, release, progress, cancel)
     except Busy:
         return StageResult(UpdateOutcome.BUSY, release.version)
 
 
-def _stage_locked(config: AppConfig, registry: Registry, release: Release,
+def _stage_locked(artefact: Artefact, registry: Registry, release: Release,
                   progress: StageProgress | None, cancel: Cancel | None) -> StageResult:
-    data = config.data
+    store = artefact.store
     version = release.version
-    clean_partials(data)
-    final = data.version_dir(version)
-    archive = data.downloads_dir / f"{version}-{release_tag(release)}.archive"
+    clean_partials(store)
+    final = store.version_dir(version)
+    archive = store.downloads_dir / f"{version}-{release_tag(release)}.archive"
     if os.path.lexists(final):
-        problem = staged_problem(config, version)
+        problem = artefact.problem(version)
         if problem is None:
             with contextlib.suppress(OSError):
                 archive.unlink()  # left by a stage killed after its rename
-            moved = point_at(data, version)
+            moved = point_at(store, version)
             log.info("version %s is already staged%s", version, " (adopted)" if moved else "")
             return StageResult(UpdateOutcome.ALREADY_STAGED, version)
         log.warning("re-staging %s: its directory does not verify (%s)", version, problem)
         _set_aside(final)
-    partial = _partial_path(data, version)
+    partial = _partial_path(store, version)
     received = 0
     try:
         if not _reusable(archive, release):
             unpacked = release.unpacked_size or (release.size or 0) * UNPACKED_RATIO
             part = archive.with_name(archive.name + ".part")
             have = part.stat().st_size if part.is_file() and not part.is_symlink() else 0
-            ensure_free_space(data.downloads_dir, max((release.size or 0) - have, 0) + unpacked,
-                              config.net.min_free_bytes)
+            ensure_free_space(store.downloads_dir, max((release.size or 0) - have, 0) + unpacked, artefact.reserve)
             received = registry.download(
                 release, archive, cancel=cancel,
                 progress=(lambda done, total: progress(Progress(Phase.DOWNLOAD, done, total))) if progress else None)
         faults.reached("after-download")
-        ensure_free_space(data.versions_dir, estimate_unpacked_size(archive, release),
-                          config.net.min_free_bytes)
-        extracted = [0]
+        ensure_free_space(store.versions_dir, estimate_unpacked_size(archive, release), artefact.reserve)
 
         def on_extract(done: int) -> None:
-            extracted[0] = done
             faults.reached("mid-extract")
             if progress:
                 progress(Progress(Phase.EXTRACT, done, release.unpacked_size))
 
-        safe_extract(archive, partial, config.limits, cancel=cancel, progress=on_extract)
+        safe_extract(archive, partial, artefact.limits, cancel=cancel, progress=on_extract)
         if progress:
             progress(Progress(Phase.VERIFY, 0, None))
-        manifest = _install_native(config, partial)
-        verify_version_dir(partial, expected=version, shell_version=config.shell_version,
-                           native_root=config.native_root)
-        write_record(data.record_file(version), build_record(version, partial, manifest.entry, manifest.native))
+        entry, hashed = artefact.finish(partial, version)
+        write_record(store.record_file(version), build_record(version, partial, entry, hashed))
         faults.reached("partial-complete")
         make_durable(partial)
         os.rename(partial, final)
-        fsync_dir(data.versions_dir)
+        fsync_dir(store.versions_dir)
         faults.reached("after-rename")
     except BaseException as exc:
         remove_tree_quietly(partial)
@@ -182,22 +222,22 @@ def _stage_locked(config: AppConfig, registry: Registry, release: Release,
                 archive.unlink()
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskSpaceError(f"not enough disk space to stage {version}: have "
-                                 f"{mb(free_bytes(data.versions_dir))} free") from None
+                                 f"{mb(free_bytes(store.versions_dir))} free") from None
         if isinstance(exc, OSError) and not isinstance(exc, DesktopError):
             raise StateError(f"cannot stage {version}: {exc.strerror or exc}") from None
         raise
     with contextlib.suppress(OSError):
         archive.unlink()
-    point_at(data, version)
+    point_at(store, version)
     log.info("staged version %s", version)
     return StageResult(UpdateOutcome.STAGED, version, received)
 
 
-def _partial_path(data: DataDir, version: Version) -> Path:
+def _partial_path(store: VersionStore, version: Version) -> Path:
     """versions/<v>.partial, or a unique name beside it if a stale one cannot be removed."""
-    partial = data.partial_dir(version)
+    partial = store.partial_dir(version)
     if os.path.lexists(partial) and not remove_tree_quietly(partial):
-        partial = data.versions_dir / f"{version}.{secrets.token_hex(4)}.partial"
+        partial = store.versions_dir / f"{version}.{secrets.token_hex(4)}.partial"
     return partial
 
 
@@ -238,14 +278,14 @@ def _digest(path: Path, integrity: Integrity) -> bytes:
     return hasher.digest()
 
 
-def point_at(data: DataDir, version: Version) -> bool:
-    """Move the pointer forward to `version` (never backwards); True if it moved."""
+def point_at(store: VersionStore, version: Version) -> bool:
+    """Move the store's pointer forward to `version` (never backwards); True if it moved."""
     def forward(pointer: Pointer | None) -> Pointer | None:
         if pointer is not None and pointer.version >= version:
             return pointer
         return advance_pointer(pointer, version)
 
-    new = change_pointer(data.pointer_file, forward)
+    new = change_pointer(store.pointer_file, forward)
     return new is not None and new.version == version
 
 
