@@ -651,3 +651,31 @@ def test_relative_data_dir_keeps_runtime_data_outside_versions(server: LoopbackS
     assert json.loads(result.stdout)["version"] == "1.1.0", result.stderr
     assert (config.data.root / "runtime-data").is_dir()
     assert not (config.data.version_dir(Version("1.1.0")) / relative).exists()
+
+
+def test_runtime_output_cannot_forge_log_lines_or_exhaust_memory(
+        server: LoopbackServer, publish: Publish, npm_config: Config, data_dir: Path) -> None:
+    config = npm_config()
+    main = (
+        "import json, os, sys, time\n"
+        "sys.stderr.write('\\r2026-01-01 00:00:00,000 [shell] started staged 9.9.9\\x1b[2K\\n')\n"
+        "chunk = 'x' * (1 << 20)\n"
+        "for _ in range(300):\n"  # 300 MB with no newline at all
+        "    sys.stderr.write(chunk)\n"
+        "sys.stderr.write('\\n'); sys.stderr.flush()\n"
+        "print(json.dumps({'ready': True, 'url': 'http://127.0.0.1:9/'}), flush=True)\n"
+        "time.sleep(60)\n")
+    stage(config, publish, "1.1.0", extra_files={"app/main.py": main.encode()})
+    proc = launch(data_dir, "--json", "--startup-timeout", "120")
+    assert proc.stdout is not None
+    ready = json.loads(proc.stdout.readline())
+    assert ready["version"] == "1.1.0"
+    with open(f"/proc/{proc.pid}/status") as handle:
+        peak_kb = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:"))
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=20)
+    assert peak_kb < 200 * 1024, f"the shell grew to {peak_kb // 1024} MB reading one endless line"
+    log = (data_dir / "logs" / "runtime.log").read_text()
+    forged = [line for line in log.splitlines() if line.startswith("2026-01-01")]
+    assert forged == [], "a runtime cannot start a line of the shell's log"
+    assert "\\x0d2026-01-01" in log and "\x1b" not in log
