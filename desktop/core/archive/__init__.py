@@ -89,7 +89,15 @@ from desktop.core.archive._common import (
     unsafe,
 )
 from desktop.core.archive._sevenzip import extract_7z
-from desktop.core.archive._tar import CallerStream, decoder, engine, extract_tar_stream, precheck_file
+from desktop.core.archive._tar import (
+    ZSTD_HEADER_MAX,
+    CallerStream,
+    decoder,
+    engine,
+    extract_tar_stream,
+    precheck_file,
+    precheck_zstd,
+)
 from desktop.core.archive._tree import Tree
 from desktop.core.archive._zip import extract_zip
 from desktop.core.archive.durable import make_durable
@@ -122,6 +130,7 @@ _MAGICS: Final = (
     (b"PK\x05\x06", "zip"),
     (b"7z\xbc\xaf\x27\x1c", "7z"),
 )
+_MAGIC: Final = {fmt: magic for magic, fmt in reversed(_MAGICS)}
 _DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 _NAME_ERRORS: Final = frozenset({errno.ENAMETOOLONG, errno.EILSEQ})
 
@@ -200,16 +209,18 @@ def safe_extract_stream(
 
     def fill(tree: Tree) -> None:
         head = b""
-        while len(head) < 4:
+        while len(head) < ZSTD_HEADER_MAX:
             try:
-                more = read(4 - len(head))
+                more = read(ZSTD_HEADER_MAX - len(head))
             except BaseException as exc:
                 raise CallbackError(exc) from exc
             if not more:
                 break
             head += more
-        if sniff_format(head) != fmt:
+        if not head.startswith(_MAGIC[fmt]):
             raise UnsafeArchiveError(f"not a {fmt} archive")
+        if fmt == "tar.zst":
+            precheck_zstd(head, tree.limits)
         with CallerStream(read, head) as raw, decoder(raw, fmt) as src:  # type: ignore[arg-type]
             extract_tar_stream(src, tree)
 

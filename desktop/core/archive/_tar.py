@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import importlib
 import io
 import os
 import struct
@@ -42,10 +43,15 @@ from desktop.core.archive._tree import Tree
 from desktop.core.errors import UnsafeArchiveError
 from desktop.core.limits import ExtractLimits
 
-if sys.version_info >= (3, 14):  # pragma: no cover - the stdlib module from 3.14 on
-    from compression import zstd as _zstd
-else:
-    from backports import zstd as _zstd
+
+def zstd_module() -> ModuleType:
+    """The stdlib's zstd module (Python 3.14) or its backport: the same API."""
+    if sys.version_info >= (3, 14):  # pragma: no cover
+        return importlib.import_module("compression.zstd")
+    return importlib.import_module("backports.zstd")
+
+
+_zstd = zstd_module()
 
 MAX_TAR_TRAILER: Final = 16 * 1024 * 1024
 MAX_TAR_META: Final = 1024 * 1024  # pax / GNU long-name headers are read into memory by tarfile
@@ -275,9 +281,11 @@ def decoder(raw: IO[bytes], fmt: str) -> Iterator[IO[bytes]]:
         raise ValueError(fmt)
 
 
+ZSTD_HEADER_MAX: Final = 18  # the longest zstd frame header
+
+
 def precheck_file(path: str, fmt: str, limits: ExtractLimits) -> None:
     """Refuse, before writing anything, an archive whose own header or trailer declares too much."""
-    cap = stream_cap(limits)
     declared: int | None = None
     with open(path, "rb") as fh:
         if fmt == "tar.gz":
@@ -285,15 +293,27 @@ def precheck_file(path: str, fmt: str, limits: ExtractLimits) -> None:
             if size >= 18 + 8:
                 fh.seek(size - 4)
                 (declared,) = struct.unpack("<I", fh.read(4))
+            check_declared(declared, limits)
         elif fmt == "tar.zst":
-            declared = zstd_declared_size(fh.read(18))
-    if declared is not None and declared > cap:
+            precheck_zstd(fh.read(ZSTD_HEADER_MAX), limits)
+
+
+def check_declared(declared: int | None, limits: ExtractLimits) -> None:
+    if declared is not None and declared > stream_cap(limits):
         raise too_large(limits.max_total_bytes)
+
+
+def precheck_zstd(head: bytes, limits: ExtractLimits) -> None:
+    """The first frame must carry a content checksum (else corruption goes unnoticed) and fit the cap."""
+    if len(head) > 4 and not head[4] & 0x04:
+        raise UnsafeArchiveError("tar.zst without a content checksum refused")
+    check_declared(zstd_declared_size(head), limits)
 
 
 def zstd_declared_size(head: bytes) -> int | None:
     """The content size the first zstd frame header declares, if any."""
     try:
-        return _zstd.get_frame_info(head).decompressed_size
+        size = _zstd.get_frame_info(head).decompressed_size
     except (_zstd.ZstdError, ValueError):
         return None
+    return size if isinstance(size, int) else None
