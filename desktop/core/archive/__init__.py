@@ -88,7 +88,6 @@ from desktop.core.archive._common import (
     resolve_inside,
     unsafe,
 )
-from desktop.core.archive._sevenzip import extract_7z
 from desktop.core.archive._tar import (
     ZSTD_HEADER_MAX,
     CallerStream,
@@ -177,6 +176,9 @@ def safe_extract(
         if fmt == "zip":
             extract_zip(archive, tree)
         elif fmt == "7z":
+            # py7zr (and the crypto it loads) costs ~170 ms to import: only when a 7z arrives.
+            from desktop.core.archive._sevenzip import extract_7z
+
             extract_7z(archive, tree)
         else:
             precheck_file(os.fspath(archive), fmt, tree.limits)
