@@ -1224,6 +1224,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only takes names from {', '.join(SECTIONS)}")
     if args.runs is not None and args.runs < 5:
         parser.error("--runs must be at least 5: fewer rounds cannot tell the contenders apart")
+    # A benchmark stopped with SIGTERM (or SIGHUP) still runs its cleanup: unmount, delete.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda num, frame: sys.exit(128 + num))
     quick = args.quick
     stage_mb, mix = (50.0, QUICK_MIX) if quick else (200.0, FULL_MIX)
     memory_sizes = [stage_mb] if quick else [50.0, stage_mb, 800.0]
