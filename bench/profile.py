@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/profile.py stage  [--mb 200] [--out DIR]   # desktop update of a generated archive
     .venv/bin/python bench/profile.py launch [--out DIR]              # desktop launch --until-ready --json
-    .venv/bin/python bench/profile.py memory [--mb 800]               # tracemalloc peak + tarfile members
+    .venv/bin/python bench/profile.py memory [--mb 800]               # tracemalloc peak of safe_extract
 
 Writes pyinstrument's text reports into --out (default: a temporary directory, printed).
 """
@@ -69,25 +69,14 @@ def profile_launch(work: Path, out: Path) -> None:
 
 
 _MEMORY = """
-import sys, tarfile, tracemalloc
+import sys, tracemalloc
 from pathlib import Path
 from desktop.core.archive import safe_extract
-seen = {}
-original_close = tarfile.TarFile.close
-def close(self):
-    if "snapshot" not in seen:
-        seen["members"] = len(self.members)
-        seen["current"] = tracemalloc.get_traced_memory()[0]
-        seen["snapshot"] = tracemalloc.take_snapshot()
-    return original_close(self)
-tarfile.TarFile.close = close
 tracemalloc.start()
 safe_extract(Path(sys.argv[1]), Path(sys.argv[2]))
 current, peak = tracemalloc.get_traced_memory()
-print(f"tarfile.members when the archive was done: {seen['members']} TarInfo objects")
-print(f"traced Python memory then: {seen['current'] / 1048576:.1f} MB; peak {peak / 1048576:.1f} MB; "
-      f"after safe_extract returned: {current / 1048576:.1f} MB")
-for stat in seen["snapshot"].statistics("lineno")[:6]:
+print(f"traced Python memory: peak {peak / 1048576:.1f} MB; after safe_extract returned: {current / 1048576:.1f} MB")
+for stat in tracemalloc.take_snapshot().statistics("lineno")[:6]:
     print("  ", stat)
 """
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-REQUIRED = ("stage_vs_curl_tar", "stage_vs_pacote", "peak_rss_mb", "check_bytes_up_to_date", "launch_overhead_s")
+REQUIRED = ("stage_vs_curl_tar", "stage_vs_pacote", "peak_rss_mb", "check_bytes_up_to_date", "launch_overhead_s",
+            "extract_vs_tar_median")
 # Measurements of the shell itself: null here means the shell (or the benchmark) broke.
-OWN = ("peak_rss_mb", "check_bytes_up_to_date", "launch_overhead_s", "verify_ms_largest")
+OWN = ("peak_rss_mb", "check_bytes_up_to_date", "launch_overhead_s", "verify_ms_largest", "extract_vs_tar_median")
 
 
 def _is_number(value: object) -> bool:
@@ -21,7 +23,7 @@ def test_bench_quick_reports_every_measurement(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--json", str(out), "--workdir", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["mode"] == "quick"
@@ -34,6 +36,16 @@ def test_bench_quick_reports_every_measurement(tmp_path: Path) -> None:
             assert _is_number(data[key]), f"{key} = {data[key]!r} is not a number"
     for key in OWN:
         assert _is_number(data.get(key)), f"{key}: {data.get(f'{key}_reason')}"
-    assert _is_number(data["stage"]["ours_s"]), "desktop update itself was not timed"
+    stage = data["stage"]
+    assert _is_number(stage["ours_s"]), "desktop update itself was not timed"
+    # Big enough that fixed costs do not dominate the ratios, measured over >= 5 interleaved rounds.
+    assert stage["archive_mb"] >= 50 and stage["files"] >= 5000
+    assert len(stage["ours_samples_s"]) >= 5
+    if data["stage_vs_curl_tar"] is not None:
+        assert len(stage["stage_vs_curl_tar_ratios"]) == len(stage["ours_samples_s"])
+    assert data["filesystem"]["description"], "the report does not say which file system it measured"
+    if os.geteuid() == 0:
+        assert data["filesystem"]["loop_image"] and data["filesystem"]["journaled"] is True
+        assert str(tmp_path) not in Path("/proc/mounts").read_text(), "the loop image was left mounted"
     assert data["check_round_trips_up_to_date"] == 1
     assert data["table"], "no table rows"

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import py7zr
 import pytest
+from backports import zstd
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from desktop.core.archive import ExtractLimits, detect_format, safe_extract
 from desktop.core.errors import CancelledError, DiskSpaceError, InvalidReleaseError, UnsafeArchiveError
 
-FORMATS = ["tar.gz", "zip", "7z"]
+FORMATS = ["tar.gz", "tar.zst", "zip", "7z"]
 MiB = 1024 * 1024
 
 
@@ -64,28 +65,40 @@ def _default_mode(m: M) -> int:
 
 
 def make_tar(path: Path, members: list[M]) -> Path:
+    with tarfile.open(path, "w:gz", compresslevel=1, format=tarfile.PAX_FORMAT) as tf:
+        _fill_tar(tf, members)
+    return path
+
+
+def make_tar_zst(path: Path, members: list[M]) -> Path:
+    options = {zstd.CompressionParameter.compression_level: 1, zstd.CompressionParameter.checksum_flag: 1}
+    with zstd.ZstdFile(path, "w", options=options) as zf, \
+            tarfile.open(fileobj=zf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        _fill_tar(tf, members)
+    return path
+
+
+def _fill_tar(tf: tarfile.TarFile, members: list[M]) -> None:
     types = {
         "file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE,
         "hardlink": tarfile.LNKTYPE, "chr": tarfile.CHRTYPE, "blk": tarfile.BLKTYPE,
         "fifo": tarfile.FIFOTYPE,
     }
-    with tarfile.open(path, "w:gz", compresslevel=1, format=tarfile.PAX_FORMAT) as tf:
-        for m in members:
-            info = tarfile.TarInfo(m.name)
-            info.type = types[m.kind]
-            info.mode = _default_mode(m)
-            info.linkname = m.target
-            info.pax_headers = dict(m.extra)
-            if m.kind == "file":
-                if m.size is not None:
-                    info.size = m.size
-                    tf.addfile(info, io.BufferedReader(_Zeros(m.size)))
-                else:
-                    info.size = len(m.data)
-                    tf.addfile(info, io.BytesIO(m.data))
+    for m in members:
+        info = tarfile.TarInfo(m.name)
+        info.type = types[m.kind]
+        info.mode = _default_mode(m)
+        info.linkname = m.target
+        info.pax_headers = dict(m.extra)
+        if m.kind == "file":
+            if m.size is not None:
+                info.size = m.size
+                tf.addfile(info, io.BufferedReader(_Zeros(m.size)))
             else:
-                tf.addfile(info)
-    return path
+                info.size = len(m.data)
+                tf.addfile(info, io.BytesIO(m.data))
+        else:
+            tf.addfile(info)
 
 
 def make_zip(path: Path, members: list[M]) -> Path:
@@ -142,7 +155,9 @@ def make_7z(path: Path, members: list[M]) -> Path:
     return path
 
 
-BUILDERS: dict[str, Callable[[Path, list[M]], Path]] = {"tar.gz": make_tar, "zip": make_zip, "7z": make_7z}
+BUILDERS: dict[str, Callable[[Path, list[M]], Path]] = {
+    "tar.gz": make_tar, "tar.zst": make_tar_zst, "zip": make_zip, "7z": make_7z,
+}
 
 
 def build(fmt: str, tmp_path: Path, members: list[M]) -> Path:
@@ -352,6 +367,7 @@ def test_detect_format(tmp_path: Path) -> None:
     assert detect_format(make_tar(tmp_path / "x.bin", [M("a")])) == "tar.gz"
     assert detect_format(make_zip(tmp_path / "y.tar.gz", [M("a")])) == "zip"
     assert detect_format(make_7z(tmp_path / "z.zip", [M("a", data=b"a")])) == "7z"
+    assert detect_format(make_tar_zst(tmp_path / "t.tgz", [M("a")])) == "tar.zst"
     empty_zip = tmp_path / "empty.zip"
     zipfile.ZipFile(empty_zip, "w").close()
     assert detect_format(empty_zip) == "zip"
@@ -618,7 +634,7 @@ def test_zip_central_directory_checked_before_parsing(tmp_path: Path, work: Path
     archive = make_zip(tmp_path / "a.zip", members)
     assert_refused(archive, work, match="central directory", limits=ExtractLimits(max_members=400))
     # The entry count is read from the end record, before zipfile builds 400 objects.
-    assert_refused(archive, work, match="more than 10 members", limits=ExtractLimits(max_members=10))
+    assert_refused(archive, work, match="400 entries", limits=ExtractLimits(max_members=10, max_directories=10))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -658,7 +674,8 @@ def test_corrupt_archive_refused(fmt: str, where: float, tmp_path: Path, work: P
     assert_refused(p, work)
 
 
-@pytest.mark.parametrize("magic", [b"\x1f\x8b", b"PK\x03\x04", b"PK\x05\x06", b"7z\xbc\xaf\x27\x1c"])
+@pytest.mark.parametrize("magic", [b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"PK\x03\x04", b"PK\x05\x06",
+                                   b"7z\xbc\xaf\x27\x1c"])
 def test_garbage_after_magic_refused(magic: bytes, tmp_path: Path, work: Path) -> None:
     p = tmp_path / "garbage"
     p.write_bytes(magic + os.urandom(3000))
