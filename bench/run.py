@@ -63,11 +63,12 @@ from packaging.version import Version  # noqa: E402
 
 from desktop import __version__ as SHELL_VERSION  # noqa: E402
 from desktop.core.config import load_config  # noqa: E402
+from desktop.core.launching import resolve, staged_problem  # noqa: E402
 from desktop.core.manifest import verify_version_dir  # noqa: E402
 from desktop.core.pack import pack_directory  # noqa: E402
-from desktop.core.process import build_argv, runtime_env  # noqa: E402
-from desktop.core.selection import resolve_target  # noqa: E402
-from desktop.core.state import Pointer, write_pointer  # noqa: E402
+from desktop.core.pointer import Pointer, write_pointer  # noqa: E402
+from desktop.core.process import build_argv, new_token, runtime_env  # noqa: E402
+from desktop.core.records import build_record, write_record  # noqa: E402
 from desktop.devtools import derive_runtime  # noqa: E402
 from tests.support.server import LoopbackServer  # noqa: E402
 
@@ -822,8 +823,8 @@ def launch_once(data: Path) -> dict[str, float]:
 def direct_once(data: Path) -> float:
     """The runtime's own command with the shell's environment: seconds to its ready line."""
     config = load_config(data_dir=data)
-    target = resolve_target(config, repair=False)
-    argv, env = build_argv(target), runtime_env(config, target)
+    target = resolve(config, repair=False)
+    argv, env = build_argv(target), runtime_env(config, target, new_token())
     config.data.runtime_data_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=target.directory, env=env, stdin=subprocess.DEVNULL,
@@ -841,6 +842,9 @@ def _clone_version(versions: Path, source: str, version: str) -> None:
     manifest = json.loads((dest / "runtime.json").read_text())
     manifest["version"] = version
     (dest / "runtime.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    records = versions.parent / "records"
+    write_record(records / f"{version}.json", build_record(Version(version), dest, manifest["entry"],
+                                                           tuple(manifest.get("native", []))))
 
 
 def measure_launch(work: Path, reps: int, counts: list[int]) -> dict[str, Any]:
@@ -944,44 +948,34 @@ def _time_ms(func: Callable[[], object], repeat: int) -> list[float]:
     return samples
 
 
-def _launch_check(directory: Path) -> int:
-    """What the launch check does per version: lstat every entry, hash the entry point and native deps."""
-    from desktop.core.tree import walk
-
-    entries = sum(1 for _ in walk(directory, sort=False))
-    manifest = json.loads((directory / "runtime.json").read_text())
-    hashed = [directory / manifest["entry"]]
-    for name in manifest.get("native", []):
-        hashed += [Path(e.path) for e in walk(directory / name, sort=False) if e.is_file] \
-            if (directory / name).is_dir() else [directory / name]
-    for path in hashed:
-        with open(path, "rb") as fh:
-            hashlib.file_digest(fh, "sha256")
-    return entries
-
-
 def measure_verify(work: Path, counts: list[int], repeat: int) -> dict[str, Any]:
-    """Launch-time verification of a staged version with 1k and 10k files.
+    """Launch-time verification of a staged version with 1k and 10k files: the real launch check.
 
-    `verify_version_dir` checks the manifest, the entry point and the native deps: it does
-    not look at every file, so its time does not grow with the file count. The launch check
-    as designed also lstats every file of the version and hashes the entry point and native
-    deps; `verify_ms` is that whole check (verify_version_dir + the walk + the hashes).
+    `verify_version_dir` checks the manifest, the entry point and the native deps; the launch
+    check (`launching.staged_problem`) adds the staging record: an lstat of every recorded file
+    and the hash of the entry point and native deps. `verify_ms` is that whole check.
     """
     rnd = random.Random(SEED)
     pool = _text_pool(rnd, MB)
     result: dict[str, Any] = {}
     for files in counts:
-        directory = work / f"verify-{files}"
+        data = work / f"verify-{files}"
+        config = load_config(data_dir=data, registry="http://127.0.0.1:9/", registry_kind="npm")
+        directory = config.data.version_dir(Version(VERSION))
         _make_version_dir(directory, files, rnd, pool)
+        manifest = json.loads((directory / "runtime.json").read_text())
+        write_record(config.data.record_file(Version(VERSION)),
+                     build_record(Version(VERSION), directory, manifest["entry"], tuple(manifest.get("native", []))))
 
         def verify(directory: Path = directory) -> object:
             return verify_version_dir(directory, expected=Version(VERSION), shell_version=SHELL_VERSION,
                                       native_root=NATIVE_ROOT)
 
-        def full(directory: Path = directory) -> object:
-            verify(directory)
-            return _launch_check(directory)
+        def full(config: Any = config) -> object:
+            problem = staged_problem(config, Version(VERSION))
+            if problem is not None:
+                raise BenchError(f"the staged version does not verify: {problem}")
+            return problem
 
         full()
         manifest_only = _time_ms(verify, repeat)
@@ -994,9 +988,9 @@ def measure_verify(work: Path, counts: list[int], repeat: int) -> dict[str, Any]
             "verify_version_dir_ms": round(median(manifest_only), 3),
             "walk_hash_ms": round(median(hashes), 2),
         }
-        log(f"  verify {files} files: {median(checks):.2f} ms with the per-file walk "
+        log(f"  verify {files} files: {median(checks):.2f} ms, the launch check "
             f"(verify_version_dir alone {median(manifest_only):.2f} ms, hashing every file {median(hashes):.1f} ms)")
-        drop_tree(directory)
+        drop_tree(data)
     largest = str(max(counts))
     return {"verify_ms_largest": result[largest]["verify_ms"], "largest_files": int(largest), "by_files": result}
 

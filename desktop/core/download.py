@@ -400,7 +400,9 @@ class Fetcher:
         done = have
         first = not resume
         try:
-            with os.fdopen(fd, "ab" if resume else "wb") as out:
+            # Unbuffered: a reader following the file (extraction during the download) sees every byte
+            # that progress reported.
+            with os.fdopen(fd, "ab" if resume else "wb", buffering=0) as out:
                 for piece in self.body(response, limit=limit - have, deadline=None, cancel=cancel):
                     if first:
                         first = False
@@ -408,7 +410,9 @@ class Fetcher:
                             raise UnexpectedContentError(
                                 f"{host_of(url)} answered with an HTML page instead of the release archive "
                                 "(a proxy or a captive portal?)")
-                    out.write(piece)
+                    view = memoryview(piece)
+                    while view:
+                        view = view[out.write(view) or 0:]
                     if hasher is not None:
                         hasher.update(piece)  # type: ignore[attr-defined]
                     done += len(piece)

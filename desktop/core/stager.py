@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import struct
+import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,12 +32,19 @@ import filelock
 from packaging.version import Version
 
 from desktop.core import faults
-from desktop.core.archive import detect_format, safe_extract
+from desktop.core.archive import (
+    STREAM_FORMATS,
+    detect_format,
+    make_durable,
+    safe_extract,
+    safe_extract_stream,
+    sniff_format,
+)
 from desktop.core.config import AppConfig
 from desktop.core.digests import Integrity
 from desktop.core.download import ensure_free_space, free_bytes, mb
-from desktop.core.durable import make_durable
 from desktop.core.errors import (
+    CancelledError,
     DataDirError,
     DesktopError,
     DiskSpaceError,
@@ -187,24 +195,32 @@ def _stage_locked(artefact: Artefact, registry: Registry, release: Release,
         _set_aside(final)
     partial = _partial_path(store, version)
     received = 0
+
+    def on_extract(done: int) -> None:
+        faults.reached("mid-extract")
+        if progress:
+            progress(Progress(Phase.EXTRACT, done, release.unpacked_size))
+
+    def on_download(done: int, total: int | None) -> None:
+        if progress:
+            progress(Progress(Phase.DOWNLOAD, done, total))
+
     try:
+        extracted = False
         if not _reusable(archive, release):
             unpacked = release.unpacked_size or (release.size or 0) * UNPACKED_RATIO
             part = archive.with_name(archive.name + ".part")
             have = part.stat().st_size if part.is_file() and not part.is_symlink() else 0
             ensure_free_space(store.downloads_dir, max((release.size or 0) - have, 0) + unpacked, artefact.reserve)
-            received = registry.download(
-                release, archive, cancel=cancel,
-                progress=(lambda done, total: progress(Progress(Phase.DOWNLOAD, done, total))) if progress else None)
+            if os.path.lexists(part):
+                received = registry.download(release, archive, cancel=cancel, progress=on_download)
+            else:
+                received, extracted = _download_and_extract(artefact, registry, release, archive, partial,
+                                                            on_download, on_extract, cancel)
         faults.reached("after-download")
-        ensure_free_space(store.versions_dir, estimate_unpacked_size(archive, release), artefact.reserve)
-
-        def on_extract(done: int) -> None:
-            faults.reached("mid-extract")
-            if progress:
-                progress(Progress(Phase.EXTRACT, done, release.unpacked_size))
-
-        safe_extract(archive, partial, artefact.limits, cancel=cancel, progress=on_extract)
+        if not extracted:
+            ensure_free_space(store.versions_dir, estimate_unpacked_size(archive, release), artefact.reserve)
+            safe_extract(archive, partial, artefact.limits, cancel=cancel, progress=on_extract)
         if progress:
             progress(Progress(Phase.VERIFY, 0, None))
         entry, hashed = artefact.finish(partial, version)
@@ -231,6 +247,119 @@ def _stage_locked(artefact: Artefact, registry: Registry, release: Release,
     point_at(store, version)
     log.info("staged version %s", version)
     return StageResult(UpdateOutcome.STAGED, version, received)
+
+
+class _DownloadFailed(Exception):
+    """The download under an extraction failed; its own error is raised once it is joined."""
+
+
+class _GrowingFile:
+    """Reads the partial download while another thread appends to it: `read(n)` blocks until bytes
+    arrive or the download ends (b"" once everything written was read)."""
+
+    def __init__(self, path: Path, cancel: Cancel | None) -> None:
+        self.path = path
+        self.cancel = cancel
+        self._cond = threading.Condition()
+        self._written = 0
+        self._done = False
+        self._failed = False
+        self._pos = 0
+        self._fd: int | None = None
+
+    def advance(self, written: int) -> None:
+        with self._cond:
+            self._written = written
+            self._cond.notify_all()
+
+    def finish(self, *, failed: bool) -> None:
+        with self._cond:
+            self._done, self._failed = True, failed
+            self._cond.notify_all()
+
+    def _wait(self, want: int) -> int:
+        with self._cond:
+            while self._written - self._pos < want and not self._done:
+                if self.cancel is not None and self.cancel():
+                    raise CancelledError("download cancelled")
+                self._cond.wait(0.25)
+            if self._failed:
+                raise _DownloadFailed()
+            return self._written - self._pos
+
+    def peek(self, n: int) -> bytes:
+        available = self._wait(n)
+        if available <= 0:
+            return b""
+        return os.pread(self._open(), min(n, available), 0)
+
+    def read(self, n: int) -> bytes:
+        available = self._wait(1)
+        if available <= 0:
+            return b""
+        data = os.pread(self._open(), min(n, available), self._pos)
+        if not data:
+            raise _DownloadFailed()  # reported written but not in the file: never treat it as the end
+        self._pos += len(data)
+        return data
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _download_and_extract(artefact: Artefact, registry: Registry, release: Release, archive: Path, partial: Path,
+                          on_download: Callable[[int, int | None], None], on_extract: Callable[[int], None],
+                          cancel: Cancel | None) -> tuple[int, bool]:
+    """Download and extract at once (tar formats): the archive is never read twice. The bytes are
+    verified when the download ends; an extraction error counts against the release only if they
+    matched (else the download's own, transient, error is raised). Returns (bytes received, extracted)."""
+    growing = _GrowingFile(archive.with_name(archive.name + ".part"), cancel)
+    outcome: dict[str, object] = {}
+
+    def progress(done: int, total: int | None) -> None:
+        growing.advance(done)
+        on_download(done, total)
+
+    def fetch() -> None:
+        try:
+            outcome["received"] = registry.download(release, archive, cancel=cancel, progress=progress)
+        except BaseException as exc:  # raised in the staging thread once joined
+            outcome["error"] = exc
+        finally:
+            growing.finish(failed="error" in outcome)
+
+    thread = threading.Thread(target=fetch, name="download", daemon=True)
+    thread.start()
+    extracted = False
+    failure: BaseException | None = None
+    try:
+        head = growing.peek(8)
+        fmt = sniff_format(head) if head else None
+        if fmt in STREAM_FORMATS:
+            assert fmt is not None
+            safe_extract_stream(growing.read, partial, fmt, artefact.limits, progress=on_extract, cancel=cancel)
+            extracted = True
+    except _DownloadFailed:
+        pass
+    except BaseException as exc:
+        failure = exc
+    finally:
+        thread.join()
+        growing.close()
+    error = outcome.get("error")
+    if isinstance(error, BaseException):
+        raise error  # the bytes were not verified: whatever the extraction said, it is the download's fault
+    if failure is not None:
+        raise failure
+    received = outcome.get("received")
+    return (received if isinstance(received, int) else 0), extracted
 
 
 def _partial_path(store: VersionStore, version: Version) -> Path:

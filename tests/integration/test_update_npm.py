@@ -370,3 +370,33 @@ def test_gc_keeps_pointer_and_last_known_good(server: LoopbackServer, publish: P
     assert remaining == ["1.1.0", "1.3.0", "1.4.0"]
     assert "1.2.0" in result.removed and "1.5.0.partial" in result.removed
     assert os.path.exists(config.data.pointer_file)
+
+
+def test_extraction_overlaps_the_download(server: LoopbackServer, publish: Publish, npm_config: Config) -> None:
+    import threading
+    import time
+
+    publish("1.1.0", extra_files={f"lib/f{i}.txt": os.urandom(20_000) for i in range(150)})
+    server.fault(f"/{PACKAGE}/-/{PACKAGE}-1.1.0.tgz", "slow", chunk=64 * 1024, delay=0.05)
+    config = npm_config()
+    seen: list[tuple[bool, bool]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            downloading = any(config.data.downloads_dir.glob("*.part")) if config.data.downloads_dir.exists() \
+                else False
+            extracting = any(p.name.startswith(".1.1.0.partial") for p in config.data.versions_dir.iterdir()) \
+                if config.data.versions_dir.exists() else False
+            seen.append((downloading, extracting))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert update(config).outcome is StageOutcome.STAGED
+    finally:
+        done.set()
+        watcher.join()
+    assert (True, True) in seen, "files were being extracted while the archive was still arriving"
+    assert verify_staged(config, Version("1.1.0"))
