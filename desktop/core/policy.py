@@ -28,7 +28,7 @@ from desktop.core.errors import (
 )
 from desktop.core.pointer import Pointer
 from desktop.core.registry import Release
-from desktop.core.results import FailureClass, Problem, Skip, SkipReason
+from desktop.core.results import FailureClass, Problem, ReleaseInfo, Skip, SkipReason
 from desktop.core.versions import admits
 
 CHANNEL_INCLUDES = {"stable": ("stable",), "beta": ("beta", "stable"), "alpha": ("alpha", "beta", "stable")}
@@ -320,6 +320,16 @@ def problem_of(error: BaseException, *, online: bool) -> Problem:
         if isinstance(error, kind):
             return problem
     return Problem.OTHER
+
+
+def notes_for(offered: Iterable[ReleaseInfo], *, current: Version, target: Version) -> tuple[ReleaseInfo, ...]:
+    """What's new going from `current` to `target`: every offered release in (current, target],
+    newest first, one per version (the ones passed over included: their changes come along)."""
+    chosen: dict[Version, ReleaseInfo] = {}
+    for release in offered:
+        if current < release.version <= target:
+            chosen.setdefault(release.version, release)
+    return tuple(sorted(chosen.values(), key=lambda r: r.version, reverse=True))
 
 
 def staged_reminder_due(waiting_since: float, *, now: float, last_reminded: float | None,

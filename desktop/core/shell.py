@@ -293,13 +293,18 @@ class Shell:
             earlier = _notes_from_json(fields.sequence("releases"))
         elif kept == report.version:
             return  # already kept for this version
-        fresh = [r for r in check.notes_since_current if r.version <= report.version]
+        fresh = list(self.release_notes(check, report.version))
         merged = {r.version: r for r in earlier + fresh}
         releases = sorted(merged.values(), key=lambda r: r.version, reverse=True)[:MAX_WHATS_NEW]
         atomic_write_json(path, {
             "version": str(report.version), "shown": False,
             "releases": [{"version": str(r.version), "notes": clip(r.notes, MAX_NOTES_CHARS),
                           "published": clip(r.published, 64), "channel": clip(r.channel, 64)} for r in releases]})
+
+    @staticmethod
+    def release_notes(check: CheckReport, version: Version) -> tuple[ReleaseInfo, ...]:
+        """The notes that come with going from the checked version to `version`, newest first."""
+        return policy.notes_for(check.offered, current=check.current, target=version)
 
     def whats_new(self, running: Version) -> tuple[ReleaseInfo, ...]:
         """The notes to show once now that `running` runs: () when there are none or they were shown."""

@@ -63,7 +63,7 @@ class UpdateView:
     phase: Phase | None = None
     problem: Problem | None = None
     detail: str = ""  # the technical reason, for Copy details only
-    retry_at: float | None = None
+    retry_at: float | None = None  # when the next automatic check retries a failure
     last_checked: float | None = None
     confirmed: bool = False  # a check the user asked for found nothing new: say so, briefly
     manual: bool = False  # the work under way was asked for by the user
@@ -364,12 +364,14 @@ class ShellController(QObject):
             view = self._after_update(view, result)
         else:
             view = replace(view, state=self._failed_state(done.problem), detail=one_line(str(result), 500))
-        view = replace(view, manual=False)
+        self._schedule(done.next_delay_s)
+        retry_at = self.clock() + max(done.next_delay_s, 1.0) if view.state in (UpdateState.OFFLINE,
+                                                                               UpdateState.FAILED) else None
+        view = replace(view, manual=False, retry_at=retry_at)
         self._set_view(view)
         if view.confirmed:
             self.confirm_timer.start(CONFIRM_MS)
         self.check_finished.emit(view)
-        self._schedule(done.next_delay_s)
         if staged:
             self.refresh_lists()
 
@@ -377,7 +379,7 @@ class ShellController(QObject):
         if report.available is None:
             return replace(view, state=UpdateState.UP_TO_DATE, release=None, notes=(), confirmed=view.manual)
         return replace(view, state=UpdateState.AVAILABLE, release=report.available,
-                       notes=report.notes_since_current or (report.available,))
+                       notes=Shell.release_notes(report, report.available.version) or (report.available,))
 
     def _after_update(self, view: UpdateView, report: UpdateReport) -> UpdateView:
         outcome = report.outcome
@@ -386,7 +388,7 @@ class ShellController(QObject):
                 and (running is None or report.version > running):
             check = report.check
             release = check.available if check and check.available else ReleaseInfo(report.version, "")
-            notes = check.notes_since_current if check and check.notes_since_current else (release,)
+            notes = (Shell.release_notes(check, report.version) if check else ()) or (release,)
             return replace(view, state=UpdateState.STAGED, release=release, notes=notes)
         if outcome is UpdateOutcome.CANCELLED:
             return replace(view, state=UpdateState.IDLE, cancelled=True, problem=None)
@@ -396,7 +398,7 @@ class ShellController(QObject):
             detail = one_line(str(report.error), 500) if report.error is not None else ""
             if report.version is not None:
                 detail = f"{report.version}: {detail}" if detail else str(report.version)
-            return replace(view, state=self._failed_state(view.problem), detail=detail, retry_at=report.retry_at)
+            return replace(view, state=self._failed_state(view.problem), detail=detail)
         if view.state is UpdateState.STAGED and view.release is not None:
             return view  # a check found nothing newer than what already waits
         return replace(view, state=UpdateState.UP_TO_DATE, release=None, notes=(), confirmed=view.manual)

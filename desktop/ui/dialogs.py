@@ -6,12 +6,14 @@ for updates and presses Enter again must never trigger anything else (Roll back 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from packaging.version import Version
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QAbstractButton,
     QCheckBox,
@@ -42,6 +44,7 @@ from desktop.ui.wording import problem_text, source_text, transfer_text, update_
 CHANNELS = ("stable", "beta", "alpha")
 LOG_TAIL_BYTES = 16 * 1024
 LOG_TAIL_LINES = 30
+_ERRNO = re.compile(r"\[Errno -?\d+\]\s*")  # the OS's words stay, its numbers go
 
 
 def _no_default(*buttons: QAbstractButton) -> None:
@@ -76,7 +79,7 @@ def details_text(*, app_version: str, runtime: str, what: str, reason: str, outp
     """What "Copy details" puts on the clipboard for a support request (plain text)."""
     parts = [f"Desktop Shell {app_version}", f"Runtime: {runtime}", f"What happened: {what}"]
     if reason:
-        parts.append(f"Reason: {one_line(reason, 2000)}")
+        parts.append(f"Reason: {_ERRNO.sub('', one_line(reason, 2000))}")
     if output:
         parts += ["", "Runtime output (last lines):", *(one_line(line, 500) for line in output)]
     tail = log_tail(log)
@@ -232,8 +235,7 @@ class UpdateDialog(QDialog):
 
     # -- rendering -----------------------------------------------------------------------------
     def status_text(self, view: UpdateView) -> str:
-        retry = self.controller.check_timer.remainingTime()
-        text = update_text(view, retry_at=self.controller.clock() + retry / 1000 if retry > 0 else None)
+        text = update_text(view)
         if self.note and view.state in (UpdateState.IDLE, UpdateState.UP_TO_DATE):
             return f"{self.note}\n{text}"
         return text
@@ -274,7 +276,7 @@ class UpdateDialog(QDialog):
         self._render_notes(view)
         self.check_button.setEnabled(not controller.busy and bool(controller.config.registry_url))
         self.check_button.setText(self.tr("Checking…") if view.state is UpdateState.CHECKING else self.tr("Check now"))
-        primary = {UpdateState.STAGED: self.tr("Restart to update"),
+        primary = {UpdateState.STAGED: self.tr("Restart to update") if running is not None else self.tr("Install now"),
                    UpdateState.AVAILABLE: self.tr("Download and install")}.get(view.state)
         self.primary_button.setVisible(primary is not None and release is not None)
         if primary is not None:
@@ -406,6 +408,7 @@ class LogTail(QPlainTextEdit):
         super().__init__(parent)
         self.path = path
         self.offset = 0
+        self._shown = False
         self.setReadOnly(True)
         self.setMaximumBlockCount(5000)
         self.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
@@ -433,14 +436,23 @@ class LogTail(QPlainTextEdit):
             return
         self.offset = start + len(data)
         vertical, horizontal = self.verticalScrollBar(), self.horizontalScrollBar()
-        following = vertical.value() >= vertical.maximum() - 2
-        left = horizontal.value()
+        following = not self.isVisible() or vertical.value() >= vertical.maximum() - 2
+        left = horizontal.value() if self.isVisible() else 0
         self.appendPlainText(data.decode("utf-8", "replace").rstrip("\n"))
         # appendPlainText moves the view to the end of the last line: keep the user's column
         # (the start of the lines unless they scrolled), and follow new lines only at the bottom.
-        horizontal.setValue(left)
-        if following:
-            vertical.setValue(vertical.maximum())
+        self._place(left, following)
+
+    def _place(self, left: int, bottom: bool) -> None:
+        if bottom:
+            self.verticalScrollBar().setValue(self.verticalScrollBar().maximum())
+        self.horizontalScrollBar().setValue(left)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._shown:  # laid out only once shown: open at the newest lines, at their start
+            self._shown = True
+            QTimer.singleShot(0, self, lambda: self._place(0, True))
 
 
 class LogsDialog(QDialog):
@@ -449,7 +461,7 @@ class LogsDialog(QDialog):
         self.setWindowTitle(self.tr("Logs"))
         em = self.fontMetrics().height()
         self.resize(em * 56, em * 30)
-        tabs = QTabWidget()
+        self.tabs = tabs = QTabWidget()
         self.runtime_log = LogTail(logs_dir / "runtime.log")
         self.shell_log = LogTail(logs_dir / "desktop.log")
         self.runtime_log.setAccessibleName(self.tr("Runtime output"))

@@ -54,7 +54,7 @@ def socket_path(data_root: Path) -> Path:
     if runtime and os.path.isabs(runtime) and private_dir(Path(runtime), create=False):
         shared = Path(runtime) / "desktop-shell"
         if private_dir(shared, create=True):
-            digest = hashlib.sha256(str(data_root.resolve()).encode()).hexdigest()[:24]
+            digest = hashlib.sha256(str(data_root.resolve()).encode()).hexdigest()[:16]
             return shared / f"{digest}.sock"
     return instance_dir(data_root) / "activate.sock"
 

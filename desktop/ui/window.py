@@ -209,8 +209,14 @@ class MainWindow(QMainWindow):
                 name: str = "") -> QAction:
         action = QAction(text, self)
         action.triggered.connect(lambda _checked=False: slot())
-        if shortcuts:
-            action.setShortcuts([QKeySequence(s) for s in shortcuts])
+        keys: list[QKeySequence] = []
+        for shortcut in shortcuts:
+            for key in QKeySequence.keyBindings(shortcut) if isinstance(shortcut, QKeySequence.StandardKey) \
+                    else [QKeySequence(shortcut)]:
+                if not key.isEmpty() and key not in keys:
+                    keys.append(key)  # the same key twice on one action makes it ambiguous: it never fires
+        if keys:
+            action.setShortcuts(keys)
         if name:
             action.setObjectName(name)
         self.addAction(action)  # shortcuts work while the menu bar is hidden and the page has focus
@@ -279,7 +285,9 @@ class MainWindow(QMainWindow):
         available = QSystemTrayIcon.isSystemTrayAvailable() if wanted is None else wanted
         if not available:
             return None
-        tray = QSystemTrayIcon(icon or self.windowIcon(), self)
+        if icon is None or icon.isNull():
+            icon = self.style().standardIcon(QStyle.StandardPixmap.SP_ComputerIcon)
+        tray = QSystemTrayIcon(icon, self)
         tray.setToolTip(self.windowTitle())
         tray.setContextMenu(self.tray_menu)
         tray.activated.connect(self._on_tray_activated)
@@ -384,8 +392,7 @@ class MainWindow(QMainWindow):
     # -- updates -------------------------------------------------------------------------------
     def update_text(self, view: UpdateView) -> str:
         """The status line for `view`, in plain words."""
-        retry = self.controller.check_timer.remainingTime()
-        return update_text(view, retry_at=self.controller.clock() + retry / 1000 if retry > 0 else None)
+        return update_text(view)
 
     def on_update_changed(self, view: UpdateView) -> None:
         self.update_label.setText(self.update_text(view))
@@ -419,7 +426,8 @@ class MainWindow(QMainWindow):
             self.notify(Notice(Tone.INFO, self.tr("Version {version} is ready.").format(version=release.version),
                                self.tr("Restart the runtime to use it now, or it will be used the next time the "
                                        "app starts."),
-                               (Action(self.tr("Restart to update"), self.restart_to_update, "restart-to-update"),
+                               (Action(self.tr("Restart to update") if self.controller.running is not None
+                                       else self.tr("Install now"), self.restart_to_update, "restart-to-update"),
                                 whats_new, later), key=key))
         elif not self.controller.auto_update and not view.cancelled:
             self.notify(Notice(Tone.INFO, self.tr("Version {version} is available.").format(version=release.version),

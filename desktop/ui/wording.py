@@ -111,7 +111,7 @@ def transfer_text(transfer: Transfer | None) -> str:
     return " · ".join(parts)
 
 
-def update_text(view: UpdateView, *, retry_at: float | None = None) -> str:
+def update_text(view: UpdateView) -> str:
     """The one line that says where updates stand."""
     state, release = view.state, view.release
     checked = tr("checked {when}").format(when=when_text(view.last_checked)) if view.last_checked else ""
@@ -134,8 +134,8 @@ def update_text(view: UpdateView, *, retry_at: float | None = None) -> str:
         return tr("Up to date · {checked}").format(checked=checked) if checked else tr("Up to date")
     if state in (UpdateState.OFFLINE, UpdateState.FAILED) and view.problem is not None:
         text = problem_text(view.problem)
-        if problem_retries(view.problem) and retry_at is not None:
-            text += " " + tr("The app will try again at {when}.").format(when=when_text(retry_at))
+        if problem_retries(view.problem) and view.retry_at is not None:
+            text += " " + tr("The app will try again at {when}.").format(when=when_text(view.retry_at))
         return text
     if state is UpdateState.DISABLED:
         return problem_text(view.problem) if view.problem is not None else tr("Updates are turned off")

@@ -100,6 +100,12 @@ def message_box(qtbot: QtBot, window: MainWindow) -> QMessageBox:
     return window.message_box
 
 
+def activate(qtbot: QtBot, widget: QWidget) -> None:
+    """Make `widget`'s window the active one, so keys go where a user's would."""
+    widget.activateWindow()
+    qtbot.waitUntil(widget.isActiveWindow, timeout=WAIT_MS)
+
+
 class Heartbeat(QObject):
     """A GUI-thread timer that records how late each tick comes: the longest GUI-thread stall."""
 

@@ -15,7 +15,7 @@ from desktop.core.config import Settings
 from desktop.core.pointer import read_pointer
 from desktop.core.results import Running, UpdateOutcome, UpdateState
 from desktop.core.shell import Shell
-from tests.gui.conftest import WAIT_MS, MakeShell, check, message_box, running_label, started, wait_running
+from tests.gui.conftest import WAIT_MS, MakeShell, activate, check, message_box, running_label, started, wait_running
 from tests.support.feed import Feed
 from tests.support.server import LoopbackServer
 
@@ -36,12 +36,14 @@ def test_enter_after_check_now_never_rolls_back(qtbot: QtBot, shell: MakeShell, 
     server.fault("/feed/metadata/timestamp.json", "stall", seconds=60)
     dialog = window.show_updates()
     qtbot.waitUntil(dialog.rollback_button.isEnabled, timeout=WAIT_MS)
-    dialog.activateWindow()
+    activate(qtbot, dialog)
     dialog.check_button.setFocus()
+    assert QApplication.focusWidget() is dialog.check_button
     with qtbot.assertNotEmitted(dialog.roll_back_requested):
         QTest.keyClick(dialog.check_button, Qt.Key.Key_Space)  # Check now, from the keyboard
         assert controller.busy and not dialog.check_button.isEnabled()
-        assert QApplication.focusWidget() is not dialog.rollback_button
+        focus = QApplication.focusWidget()
+        assert focus is not None and focus is not dialog.rollback_button
         for key in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Return):
             QTest.keyClick(QApplication.focusWidget() or dialog, key)
     assert window.message_box is None, "no rollback was even asked for"
