@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QLocale, QTimer, QTranslator
-from PySide6.QtGui import QIcon
+from PySide6.QtCore import QLocale, Qt, QTimer, QTranslator
+from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtWidgets import QApplication
 
 from desktop.core.shell import Shell, log_to_file
 from desktop.ui.controller import ShellController
 from desktop.ui.single_instance import SingleInstance
 from desktop.ui.webview import prepare_webengine, webengine_available
+from desktop.ui.widgets import is_dark
 from desktop.ui.window import MainWindow
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,22 @@ def ensure_app() -> QApplication:
     app.setApplicationName("Desktop Shell")
     app.setDesktopFileName("desktop-shell")  # Wayland app id: matches the installed desktop-shell.desktop
     app.setQuitOnLastWindowClosed(False)
+    page_follows_color_scheme(app)
     return app
+
+
+def page_follows_color_scheme(app: QGuiApplication) -> bool:
+    """Let the runtime's page follow the desktop's light or dark scheme (CSS prefers-color-scheme).
+
+    Chromium takes it from a flag when it starts, which is when the first web view is made: call
+    this after the QApplication exists and before the window. True when the scheme is dark.
+    """
+    scheme = app.styleHints().colorScheme()
+    dark = scheme == Qt.ColorScheme.Dark or (scheme == Qt.ColorScheme.Unknown and is_dark(app.palette()))
+    flags = os.environ.get("QTWEBENGINE_CHROMIUM_FLAGS", "")
+    if "preferredColorScheme" not in flags:  # the user's own choice wins
+        os.environ["QTWEBENGINE_CHROMIUM_FLAGS"] = f"{flags} --blink-settings=preferredColorScheme={0 if dark else 1}"
+    return dark
 
 
 def install_translations(app: QApplication, resources: Path) -> QTranslator | None:

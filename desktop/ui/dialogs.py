@@ -16,6 +16,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QAbstractButton,
+    QApplication,
     QCheckBox,
     QComboBox,
     QDialog,
@@ -23,6 +24,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPlainTextEdit,
     QProgressBar,
@@ -104,6 +106,11 @@ class UpdateDialog(QDialog):
         self.current = _plain()
         self.state = _plain()
         self.state.setObjectName("update-state")
+        # Where focus goes when the button that had it goes busy: the words that say what is
+        # happening (a screen reader reads them), and nothing that Enter could press.
+        self.state.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
+                                           | Qt.TextInteractionFlag.TextSelectableByKeyboard)
+        self.state.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.checked = _plain()
         self.problem = _plain()
         self.copy_button = QPushButton(self.tr("Copy details"))
@@ -132,7 +139,7 @@ class UpdateDialog(QDialog):
         self.notes_title = _plain()
         self.notes = NotesBrowser()
         self.notes.setAccessibleName(self.tr("Release notes"))
-        self.notes.setMinimumHeight(em * 6)
+        self.notes.setMinimumHeight(em * 8)
 
         self.check_button = QPushButton(self.tr("Check now"))
         self.check_button.setObjectName("check-now")
@@ -147,6 +154,12 @@ class UpdateDialog(QDialog):
         self.blocked.setRootIsDecorated(False)
         self.blocked.setAccessibleName(self.tr("Versions that are not offered"))
         self.blocked.setSelectionMode(QTreeWidget.SelectionMode.ExtendedSelection)
+        self.blocked.setMinimumHeight(em * 5)
+        header = self.blocked.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         self.allow_button = QPushButton(self.tr("Allow again"))
         self.allow_button.setToolTip(self.tr("Offer the selected versions again (undoes a skip or a bad mark)"))
         close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
@@ -217,8 +230,8 @@ class UpdateDialog(QDialog):
             self.controller.skip_version(release.version)
 
     def _keep_focus_safe(self) -> None:
-        """A button that goes disabled would hand focus to its neighbour (Roll back); park it on the notes."""
-        self.notes.setFocus(Qt.FocusReason.OtherFocusReason)
+        """A button that goes disabled hands focus to its neighbour (Roll back): give it to the status."""
+        self.state.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def _allow_selected(self) -> None:
         for item in self.blocked.selectedItems():
@@ -235,12 +248,19 @@ class UpdateDialog(QDialog):
 
     # -- rendering -----------------------------------------------------------------------------
     def status_text(self, view: UpdateView) -> str:
-        text = update_text(view)
+        text = update_text(view, checked=False)  # the panel says when on a line of its own
         if self.note and view.state in (UpdateState.IDLE, UpdateState.UP_TO_DATE):
             return f"{self.note}\n{text}"
         return text
 
     def refresh(self) -> None:
+        had_focus = QApplication.focusWidget()
+        self._render()
+        if had_focus in (self.check_button, self.primary_button, self.skip_button, self.allow_button) \
+                and not (had_focus.isVisible() and had_focus.isEnabled()):
+            self._keep_focus_safe()
+
+    def _render(self) -> None:
         controller = self.controller
         view = controller.view
         lists = controller.lists
@@ -293,11 +313,12 @@ class UpdateDialog(QDialog):
         if key == self._notes_key:
             return
         self._notes_key = key
+        self.notes.setVisible(release is not None)
         if release is None:
-            self.notes_title.setText(self.tr("Release notes"))
-            self.notes.setPlainText(self.tr("No update is waiting."))
+            self.notes_title.setText(self.tr("No update is waiting."))
+            self.notes.clear()
             return
-        self.notes_title.setText(self.tr("What's new in {version}").format(version=release.version))
+        self.notes_title.setText(self.tr("What's new in {version}:").format(version=release.version))
         self.notes.show_releases(view.notes or (release,))
 
     def _render_blocked(self, lists: Lists) -> None:
@@ -306,7 +327,7 @@ class UpdateDialog(QDialog):
         for entry in lists.bad:
             reason = one_line(entry.reason, 200)
             why = (self.tr("rolled back by you") if entry.reason == "rolled back by user"
-                   else self.tr("didn't start: {reason}").format(reason=reason))
+                   else self.tr("didn't start ({reason})").format(reason=reason))
             rows.append((str(entry.version), why, self._when(entry.time), "\n".join(entry.stderr_tail) or reason))
         for block in lists.blocked:
             why = (self.tr("skipped by you") if block.store == "skipped by the user"

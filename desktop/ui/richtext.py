@@ -110,8 +110,8 @@ class NotesBrowser(QTextBrowser):
         self.setOpenLinks(False)
         self.setOpenExternalLinks(False)
         self.setSearchPaths([])
-        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
-                                     | Qt.TextInteractionFlag.TextSelectableByKeyboard)
+        # Mouse selection only: a keyboard caret would blink in read-only notes; the keys scroll.
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
     def loadResource(self, kind: int, name: QUrl | str) -> Any:
         return None  # no images, style sheets or anything else, local or remote

@@ -111,10 +111,10 @@ def transfer_text(transfer: Transfer | None) -> str:
     return " · ".join(parts)
 
 
-def update_text(view: UpdateView) -> str:
-    """The one line that says where updates stand."""
+def update_text(view: UpdateView, *, checked: bool = True) -> str:
+    """The one line that says where updates stand (with when it last checked, unless `checked` is off)."""
     state, release = view.state, view.release
-    checked = tr("checked {when}").format(when=when_text(view.last_checked)) if view.last_checked else ""
+    when = tr("checked {when}").format(when=when_text(view.last_checked)) if view.last_checked and checked else ""
     if state is UpdateState.CHECKING:
         return tr("Checking for updates…")
     if state is UpdateState.DOWNLOADING:
@@ -131,7 +131,7 @@ def update_text(view: UpdateView) -> str:
     if state is UpdateState.UP_TO_DATE:
         if view.confirmed:
             return tr("You're up to date")
-        return tr("Up to date · {checked}").format(checked=checked) if checked else tr("Up to date")
+        return tr("Up to date · {checked}").format(checked=when) if when else tr("Up to date")
     if state in (UpdateState.OFFLINE, UpdateState.FAILED) and view.problem is not None:
         text = problem_text(view.problem)
         if problem_retries(view.problem) and view.retry_at is not None:
@@ -141,4 +141,6 @@ def update_text(view: UpdateView) -> str:
         return problem_text(view.problem) if view.problem is not None else tr("Updates are turned off")
     if view.cancelled:
         return tr("Download cancelled; it resumes from where it stopped")
-    return tr("Updates: {checked}").format(checked=checked) if checked else tr("Updates: not checked yet")
+    if when:
+        return tr("Updates: {checked}").format(checked=when)
+    return tr("Updates: not checked yet") if checked else tr("Not checked yet")

@@ -42,8 +42,7 @@ def test_enter_after_check_now_never_rolls_back(qtbot: QtBot, shell: MakeShell, 
     with qtbot.assertNotEmitted(dialog.roll_back_requested):
         QTest.keyClick(dialog.check_button, Qt.Key.Key_Space)  # Check now, from the keyboard
         assert controller.busy and not dialog.check_button.isEnabled()
-        focus = QApplication.focusWidget()
-        assert focus is not None and focus is not dialog.rollback_button
+        assert QApplication.focusWidget() is dialog.state, "focus went to the status, not to Roll back"
         for key in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Return):
             QTest.keyClick(QApplication.focusWidget() or dialog, key)
     assert window.message_box is None, "no rollback was even asked for"
@@ -192,3 +191,18 @@ def test_download_shows_size_speed_eta_and_cancel_keeps_the_partial(qtbot: QtBot
     qtbot.waitUntil(lambda: len(to_target()) == 1, timeout=WAIT_MS)
     assert to_target()[0].headers.get("range", "").startswith("bytes="), "the download resumed"
     assert to_target()[0].status == 206
+
+
+def test_a_button_that_goes_away_hands_focus_to_the_status(qtbot: QtBot, shell: MakeShell, feed: Feed,
+                                                           tmp_path: Path) -> None:
+    feed.publish("1.1.0")
+    config = feed.config(tmp_path / "data").with_overrides(settings=Settings(auto_update=False))
+    window, controller = started(qtbot, shell, config=config)
+    check(qtbot, window, controller)
+    dialog = window.show_updates()
+    activate(qtbot, dialog)
+    dialog.skip_button.setFocus()
+    with qtbot.waitSignal(controller.skipped, timeout=WAIT_MS):
+        QTest.keyClick(dialog.skip_button, Qt.Key.Key_Space)
+    qtbot.waitUntil(lambda: not dialog.skip_button.isVisible(), timeout=WAIT_MS)
+    assert QApplication.focusWidget() is dialog.state
