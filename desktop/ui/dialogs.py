@@ -41,6 +41,7 @@ from desktop.core.results import ReleaseInfo, UpdateState
 from desktop.core.shell import Settings, one_line
 from desktop.ui.controller import Lists, ShellController, UpdateView
 from desktop.ui.richtext import NotesBrowser
+from desktop.ui.widgets import plain_tip
 from desktop.ui.wording import problem_text, source_text, transfer_text, update_text, when_text
 
 CHANNELS = ("stable", "beta", "alpha")
@@ -335,7 +336,7 @@ class UpdateDialog(QDialog):
             rows.append((str(block.version), why, self._when(block.time), one_line(block.reason, 500)))
         for version, why, when, tip in sorted(rows, key=lambda r: Version(r[0]), reverse=True):
             item = QTreeWidgetItem([version, why, when])
-            item.setToolTip(1, tip)
+            item.setToolTip(1, plain_tip(tip))  # the runtime's own output: shown, never interpreted
             self.blocked.addTopLevelItem(item)
         self.blocked.resizeColumnToContents(0)
         self.allow_button.setEnabled(bool(self.blocked.selectedItems()))

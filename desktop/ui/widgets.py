@@ -74,6 +74,11 @@ def state_dot_color(palette: QPalette, tone: Tone | None) -> QColor:
     return accent(palette, tone)
 
 
+def plain_tip(text: str) -> str:
+    """`text` as a tooltip that shows it literally (Qt renders a tooltip that looks like HTML as HTML)."""
+    return f"<p style='white-space:pre-wrap'>{html.escape(text, quote=False)}</p>" if text else ""
+
+
 class ElidedLabel(QLabel):
     """Plain text that ends in "…" when it does not fit; the whole text is in the tooltip."""
 
@@ -86,7 +91,7 @@ class ElidedLabel(QLabel):
 
     def setText(self, text: str) -> None:
         self._full = text
-        self.setToolTip(text)
+        self.setToolTip(plain_tip(text))
         self.setAccessibleName(text)
         self._elide()
 

@@ -566,6 +566,7 @@ class MainWindow(QMainWindow):
                               version=plan.version, source=source_text(plan.source)),
                           QMessageBox.StandardButton.NoButton, self.update_dialog if self.update_dialog and
                           self.update_dialog.isVisible() else self)
+        box.setTextFormat(Qt.TextFormat.PlainText)
         box.setInformativeText(self.tr(
             "The runtime restarts with {version}. Version {old} will be marked as bad and won't be installed "
             "again unless you allow it in Updates. Your notes and other data are kept.").format(
@@ -597,6 +598,7 @@ class MainWindow(QMainWindow):
 
     def _message(self, icon: QMessageBox.Icon, title: str, text: str, detail: str = "") -> QMessageBox:
         box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Ok, self)
+        box.setTextFormat(Qt.TextFormat.PlainText)  # paths and addresses are shown, never interpreted
         if detail:
             box.setInformativeText(detail)
         box.setWindowModality(Qt.WindowModality.WindowModal)

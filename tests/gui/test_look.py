@@ -69,7 +69,7 @@ def test_long_status_text_is_elided_and_whole_in_the_tooltip(qtbot: QtBot, shell
     full = window.update_label.full_text()
     window.resize(420, 300)
     qtbot.waitUntil(lambda: window.update_label.text().endswith("…"), timeout=WAIT_MS)
-    assert window.update_label.toolTip() == full and full.startswith("The update server's signatures")
+    assert full.startswith("The update server's signatures") and full in window.update_label.toolTip()
     assert window.minimumSizeHint().width() < 420, "a long status never forces the window wider"
     assert window.width() <= 440
 

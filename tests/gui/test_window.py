@@ -142,3 +142,22 @@ def test_runtime_text_is_shown_as_text_never_as_markup(qtbot: QtBot, shell: Make
     assert "\x1b" not in shown and "\r" not in shown
     for label in (window.error_title, window.error_reason, window.starting_label, window.url_label):
         assert label.textFormat() == Qt.TextFormat.PlainText
+
+
+def test_a_crashing_versions_output_is_escaped_in_the_banner_and_the_panel(qtbot: QtBot, shell: MakeShell,
+                                                                         feed: Feed) -> None:
+    hostile = '<img src="file:///etc/hostname"><a href="https://evil.example/">click</a>'
+    main = f"import sys\nsys.stderr.write({hostile!r} + '\\n')\nsys.exit(5)\n".encode()
+    feed.publish("1.1.0", extra_files={"app/main.py": main})
+    window, controller = started(qtbot, shell)
+    check(qtbot, window, controller)
+    window.banner.button("restart-to-update").click()
+    qtbot.waitUntil(lambda: window.banner.notice is not None and window.banner.notice.key == "start-failed:1.1.0",
+                    timeout=WAIT_MS)
+    assert "<img" not in window.banner.text.text() and "<a " not in window.banner.text.text()
+    dialog = window.show_updates()
+    qtbot.waitUntil(lambda: dialog.blocked.topLevelItemCount() == 1, timeout=WAIT_MS)
+    tip = dialog.blocked.topLevelItem(0).toolTip(1)
+    assert "&lt;img src=\"file:///etc/hostname\"&gt;" in tip and "<img" not in tip
+    box = window.show_about()
+    assert box.textFormat() == Qt.TextFormat.PlainText
