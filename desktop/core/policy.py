@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from desktop.core import errors
 from desktop.core.errors import (
     CancelledError,
     DataDirError,
@@ -27,7 +28,7 @@ from desktop.core.errors import (
 )
 from desktop.core.pointer import Pointer
 from desktop.core.registry import Release
-from desktop.core.results import FailureClass, Skip, SkipReason
+from desktop.core.results import FailureClass, Problem, ReleaseInfo, Skip, SkipReason
 from desktop.core.versions import admits
 
 CHANNEL_INCLUDES = {"stable": ("stable",), "beta": ("beta", "stable"), "alpha": ("alpha", "beta", "stable")}
@@ -285,3 +286,56 @@ def plan_gc(staged: Iterable[Version], *, protected: Collection[Version], is_bad
     doomed = [v for v in versions if v not in keep]
     doomed.sort(key=lambda v: (not is_bad(v), v))
     return GcPlan(frozenset(keep), tuple(doomed))
+
+
+# -- what the window says --------------------------------------------------------------------
+
+STAGED_REMINDER_AFTER_S = 3 * 86400.0
+STAGED_REMINDER_EVERY_S = 86400.0
+
+
+def problem_of(error: BaseException, *, online: bool) -> Problem:
+    """The user's view of a failure. "Offline" only when the machine itself has no network;
+    an unreachable server on a connected machine is the server's problem, not the user's."""
+    if isinstance(error, errors.CancelledError):
+        return Problem.CANCELLED
+    if isinstance(error, errors.NetworkError | errors.DownloadError) and not online:
+        return Problem.OFFLINE
+    table: tuple[tuple[type[BaseException], Problem], ...] = (
+        (errors.NetworkError, Problem.UNREACHABLE),
+        (errors.BusyError, Problem.BUSY),
+        (errors.DiskSpaceError, Problem.DISK_FULL),
+        (errors.DigestMismatchError, Problem.DOWNLOAD_DAMAGED),
+        (errors.DownloadError, Problem.DOWNLOAD_INTERRUPTED),
+        (errors.RegistryError, Problem.BAD_ANSWER),
+        (errors.HostGateError, Problem.INCOMPATIBLE),
+        (errors.InvalidReleaseError, Problem.BROKEN_RELEASE),
+        (errors.TrustError, Problem.NOT_TRUSTED),
+        (errors.DataDirError, Problem.DATA_DIR),
+        (errors.StateError, Problem.DATA_DIR),
+        (errors.UsageError, Problem.NOT_CONFIGURED),
+        (OSError, Problem.DATA_DIR),
+    )
+    for kind, problem in table:
+        if isinstance(error, kind):
+            return problem
+    return Problem.OTHER
+
+
+def notes_for(offered: Iterable[ReleaseInfo], *, current: Version, target: Version) -> tuple[ReleaseInfo, ...]:
+    """What's new going from `current` to `target`: every offered release in (current, target],
+    newest first, one per version (the ones passed over included: their changes come along)."""
+    chosen: dict[Version, ReleaseInfo] = {}
+    for release in offered:
+        if current < release.version <= target:
+            chosen.setdefault(release.version, release)
+    return tuple(sorted(chosen.values(), key=lambda r: r.version, reverse=True))
+
+
+def staged_reminder_due(waiting_since: float, *, now: float, last_reminded: float | None,
+                        after_s: float = STAGED_REMINDER_AFTER_S, every_s: float = STAGED_REMINDER_EVERY_S) -> bool:
+    """Whether to remind the user, gently, of a staged update that has waited for days: not before
+    `after_s`, then at most once per `every_s`; never a forced restart."""
+    if not (math.isfinite(waiting_since) and waiting_since > 0) or now - waiting_since < after_s:
+        return False
+    return last_reminded is None or now - last_reminded >= every_s

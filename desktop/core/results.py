@@ -324,3 +324,36 @@ class Stopped(RuntimeEvent):
     @property
     def state(self) -> RuntimeState:
         return RuntimeState.STOPPED
+
+
+# -- for the window: what went wrong in the user's terms, and what waits ----------------------
+
+class Problem(enum.Enum):
+    """What went wrong, as the user sees it; the edges choose the words.
+
+    Decided from error types (`policy.problem_of`), never from message text, so that no
+    errno or exception name has to reach the user.
+    """
+
+    OFFLINE = "offline"  # this machine has no network at all
+    UNREACHABLE = "unreachable"  # the machine is online, the update server does not answer
+    BAD_ANSWER = "bad answer"  # the server answered with something unusable
+    DOWNLOAD_INTERRUPTED = "download interrupted"
+    DOWNLOAD_DAMAGED = "download damaged"  # the bytes changed on the way (proxy, CDN, mirror)
+    DISK_FULL = "disk full"
+    BUSY = "busy"  # another process is installing an update in this data dir
+    NOT_TRUSTED = "not trusted"  # feed signatures or expiry refused: updates paused
+    BROKEN_RELEASE = "broken release"  # the release itself is invalid: not tried again
+    INCOMPATIBLE = "incompatible"  # the release needs another version of the app
+    DATA_DIR = "data dir"  # the data folder cannot be written
+    NOT_CONFIGURED = "not configured"
+    CANCELLED = "cancelled"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class StagedWaiting:
+    """A staged update that has not taken effect yet, and since when it waits."""
+
+    version: Version
+    since: float  # time.time() when it was staged

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from packaging.version import Version
 
@@ -35,14 +37,19 @@ from desktop.core.results import (
     CheckReport,
     ClearReport,
     GcReport,
+    LastCheck,
     LeaseInfo,
+    Problem,
     Progress,
+    ReleaseInfo,
     RollbackReport,
+    StagedWaiting,
     StatusReport,
     TransientInfo,
     UpdateOutcome,
     UpdateReport,
 )
+from desktop.core.state import Fields, atomic_write_json, clip, load_fields
 from desktop.core.text import one_line, redact_url
 from desktop.core.versions import parse_version
 
@@ -229,6 +236,125 @@ class Shell:
         from desktop.core.supervisor import Supervisor
 
         return Supervisor(self.config, rules=rules, on_output=on_output)
+
+    # -- for the window: plain-words failures, what waits, what's new --------------------------
+    def explain(self, error: BaseException) -> Problem:
+        """What `error` means to the user (the words are the window's)."""
+        host = urlsplit(self.config.registry_url or "").hostname or ""
+        return policy.problem_of(error, online=host in LOOPBACK_NAMES or network_available())
+
+    def last_check(self) -> LastCheck | None:
+        from desktop.core.updater import last_check
+
+        return last_check(self.config)
+
+    def rollback_preview(self) -> RollbackReport | None:
+        """What `rollback()` would do now, without doing it (None: the bundled runtime is in use)."""
+        config = self.config
+        pointer = read_pointer(config.data.pointer_file)
+        if pointer is None:
+            return None
+        bundled = bundled_target(config)
+        bad = BadVersions(config.data.bad_file).load()
+        trusted = trusted_versions(pointer)
+        choice = policy.choose_fallback(pointer.version, pointer, bundled=bundled.version,
+                                        is_bad=lambda v: bad.is_bad(v, trusted=trusted),
+                                        usable=lambda v: staged_problem(config, v) is None)
+        if choice is None:
+            return RollbackReport(pointer.version, bundled.version, bundled.source)
+        return RollbackReport(pointer.version, choice, "staged")
+
+    def staged_reminder(self, running: Version | None, *, last_reminded: float | None,
+                        now: float | None = None) -> StagedWaiting | None:
+        """The staged update that has waited long enough for a gentle reminder, if any."""
+        pointer = read_pointer(self.config.data.pointer_file)
+        if pointer is None or running is None or pointer.version <= running or pointer.known_good:
+            return None
+        now = time.time() if now is None else now
+        if not policy.staged_reminder_due(pointer.updated_at, now=now, last_reminded=last_reminded):
+            return None
+        return StagedWaiting(pointer.version, pointer.updated_at)
+
+    def keep_release_notes(self, report: UpdateReport) -> None:
+        """After a stage, keep the notes of every version it passes over, to show once it runs.
+
+        A stage on top of another one that has not run yet adds to its notes: the user goes
+        from the running version to the newest, past both.
+        """
+        check = report.check
+        if report.outcome not in (UpdateOutcome.STAGED, UpdateOutcome.ALREADY_STAGED) \
+                or report.version is None or check is None:
+            return
+        path = self.data_dir / WHATS_NEW_FILE
+        fields = load_fields(path)
+        kept = _kept_version(fields)
+        earlier: list[ReleaseInfo] = []
+        if not fields.flag("shown") and kept == check.current:
+            earlier = _notes_from_json(fields.sequence("releases"))
+        elif kept == report.version:
+            return  # already kept for this version
+        fresh = list(self.release_notes(check, report.version))
+        merged = {r.version: r for r in earlier + fresh}
+        releases = sorted(merged.values(), key=lambda r: r.version, reverse=True)[:MAX_WHATS_NEW]
+        atomic_write_json(path, {
+            "version": str(report.version), "shown": False,
+            "releases": [{"version": str(r.version), "notes": clip(r.notes, MAX_NOTES_CHARS),
+                          "published": clip(r.published, 64), "channel": clip(r.channel, 64)} for r in releases]})
+
+    @staticmethod
+    def release_notes(check: CheckReport, version: Version) -> tuple[ReleaseInfo, ...]:
+        """The notes that come with going from the checked version to `version`, newest first."""
+        return policy.notes_for(check.offered, current=check.current, target=version)
+
+    def whats_new(self, running: Version) -> tuple[ReleaseInfo, ...]:
+        """The notes to show once now that `running` runs: () when there are none or they were shown."""
+        fields = load_fields(self.data_dir / WHATS_NEW_FILE)
+        if fields.flag("shown") or _kept_version(fields) != running:
+            return ()
+        return tuple(_notes_from_json(fields.sequence("releases")))
+
+    def whats_new_shown(self, version: Version) -> None:
+        path = self.data_dir / WHATS_NEW_FILE
+        fields = load_fields(path)
+        if _kept_version(fields) == version and not fields.flag("shown"):
+            atomic_write_json(path, {**fields.obj, "shown": True})
+
+
+WHATS_NEW_FILE = "whats-new.json"
+MAX_WHATS_NEW = 20
+MAX_NOTES_CHARS = 8000
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _kept_version(fields: Fields) -> Version | None:
+    text = fields.text("version")
+    return parse_version(text) if text else None
+
+
+def _notes_from_json(items: list[Any]) -> list[ReleaseInfo]:
+    releases: list[ReleaseInfo] = []
+    for item in items[:MAX_WHATS_NEW]:
+        if not isinstance(item, dict):
+            continue
+        fields = Fields(item, WHATS_NEW_FILE)
+        version = _kept_version(fields)
+        if version is not None:
+            releases.append(ReleaseInfo(version, fields.text("channel") or "", clip(fields.text("notes") or "",
+                                        MAX_NOTES_CHARS), published=fields.text("published") or ""))
+    return releases
+
+
+def network_available() -> bool:
+    """Whether this machine has a route off itself at all. A UDP connect only consults the
+    routing table: nothing is sent (the addresses are reserved for documentation)."""
+    for family, address in ((socket.AF_INET, ("192.0.2.1", 9)), (socket.AF_INET6, ("2001:db8::1", 9))):
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect(address)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 def log_to_file(shell: Shell) -> Path | None:

@@ -1,1 +1,5 @@
-"""The PySide6 shell: a thin layer over desktop.core."""
+"""The Qt side of the shell. Importing it repairs a reference leak of PySide6 6.12.0 (see signals)."""
+
+from desktop.ui.signals import repair_emit
+
+repair_emit()

@@ -2,107 +2,89 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-from collections.abc import Callable
+import shutil
 from pathlib import Path
 
-import pytest
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from desktop.core.config import Settings, load_config
-from desktop.core.failures import FailureMemory
+from desktop.core.results import UpdateState
 from desktop.core.state import read_json_object
-from desktop.ui.controller import ShellController
-from desktop.ui.single_instance import SingleInstance
-from desktop.ui.window import MainWindow
-from tests.gui.conftest import running_label
+from desktop.devtools import resources_with_broken_bundle
+from tests.gui.conftest import WAIT_MS, MakeShell, check, running_label, started, wait_running
 from tests.support.feed import Feed
 from tests.support.server import LoopbackServer
 
-Shell = Callable[..., tuple[MainWindow, ShellController]]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
-
-def wait_running(qtbot: QtBot, window: MainWindow, version: str, source: str, timeout: int = 30_000) -> None:
-    qtbot.waitUntil(lambda: f"Running {version} ({source})" in running_label(window), timeout=timeout)
-
-
-def test_window_shows_bundled_runtime_running(qtbot: QtBot, shell: Shell) -> None:
-    window, controller = shell()
-    controller.start()
-    wait_running(qtbot, window, "1.0.0", "bundled")
+def test_window_shows_bundled_runtime_running(qtbot: QtBot, shell: MakeShell) -> None:
+    window, controller = started(qtbot, shell)
     assert window.stack.currentWidget() is window.panel_page
-    assert window.url_label.text().count("http://127.0.0.1:") == 2
+    assert window.url_label.text().startswith("http://127.0.0.1:")
     assert window.runtime_label.property("state") == "running"
-    assert "1.0.0 (bundled)" in window.about_text()
+    assert running_label(window) == "Running 1.0.0 (built in)"
+    box = window.show_about()
+    assert "1.0.0 (built in)" in window.about_text()
+    box.close()
 
 
-def test_update_found_downloaded_and_applied_by_restart(qtbot: QtBot, shell: Shell, feed: Feed) -> None:
+def test_update_found_downloaded_and_applied_by_restart(qtbot: QtBot, shell: MakeShell, feed: Feed) -> None:
     feed.publish("1.1.0")
-    window, controller = shell()
-    controller.start()
-    wait_running(qtbot, window, "1.0.0", "bundled")
-    progress: list[int] = []
-    controller.progress_changed.connect(progress.append)
+    window, controller = started(qtbot, shell)
+    views = []
+    controller.update_changed.connect(views.append)
     dialog = window.show_updates()
-    assert not dialog.restart_button.isEnabled()
-    with qtbot.waitSignal(controller.check_finished, timeout=30_000):
+    assert not dialog.primary_button.isVisible()
+    with qtbot.waitSignal(controller.check_finished, timeout=WAIT_MS):
         qtbot.mouseClick(dialog.check_button, Qt.MouseButton.LeftButton)
-    assert controller.update_kind == "staged"
-    assert "restart to update" in window.update_label.text()
-    assert any(0 < p <= 100 for p in progress) and progress[-1] == 100
-    assert dialog.available.text() == "1.1.0 — staged" and "notes for 1.1.0" in dialog.notes.toPlainText()
-    assert dialog.restart_button.isEnabled() and window.banner.isVisible()
-    qtbot.mouseClick(dialog.restart_button, Qt.MouseButton.LeftButton)
-    wait_running(qtbot, window, "1.1.0", "staged")
-    assert controller.update_kind == "up-to-date"
+    assert controller.view.state is UpdateState.STAGED
+    assert "1.1.0 is ready — restart to update" in window.update_label.full_text()
+    assert [v.state for v in views][:1] == [UpdateState.CHECKING]
+    assert any(v.state is UpdateState.DOWNLOADING and v.transfer is not None for v in views)
+    assert dialog.primary_button.isVisible() and dialog.primary_button.text() == "Restart to update"
+    assert "notes for 1.1.0" in dialog.notes.toPlainText()
+    assert window.banner.isVisible() and window.banner.button("restart-to-update") is not None
+    qtbot.mouseClick(dialog.primary_button, Qt.MouseButton.LeftButton)
+    wait_running(qtbot, window, "1.1.0")
+    assert running_label(window) == "Running 1.1.0 (installed update)"
+    assert controller.view.state is UpdateState.UP_TO_DATE
 
 
-def test_crash_of_new_version_is_shown_and_fallback_runs(qtbot: QtBot, shell: Shell, feed: Feed) -> None:
-    feed.publish("1.1.0")
-    window, controller = shell()
-    controller.start()
-    wait_running(qtbot, window, "1.0.0", "bundled")
-    with qtbot.waitSignal(controller.check_finished, timeout=30_000):
-        controller.check_now()
-    controller.restart_to_update()
-    wait_running(qtbot, window, "1.1.0", "staged")
-    feed.publish("1.2.0", simulate="crash-at-start")
-    with qtbot.waitSignal(controller.check_finished, timeout=30_000):
-        controller.check_now()
-    assert controller.staged is not None and controller.staged["version"] == "1.2.0"
-    with qtbot.waitSignal(controller.notification, timeout=30_000) as blocker:
-        window._restart_to_update()
-    title, message = blocker.args
-    assert "1.2.0" in title and "marked bad" in message and "1.1.0" in message
-    wait_running(qtbot, window, "1.1.0", "staged")
-    assert window.banner.isVisible() and "crashed at startup" in window.banner_text.text()
+def test_crash_of_new_version_is_shown_and_fallback_runs(qtbot: QtBot, shell: MakeShell, feed: Feed) -> None:
+    feed.publish("1.1.0", simulate="crash-at-start")
+    window, controller = started(qtbot, shell)
+    check(qtbot, window, controller)
+    assert controller.view.state is UpdateState.STAGED
+    window.banner.button("restart-to-update").click()
+    qtbot.waitUntil(lambda: window.banner.notice is not None and window.banner.notice.key == "start-failed:1.1.0",
+                    timeout=WAIT_MS)
+    wait_running(qtbot, window, "1.0.0")
+    notice = window.banner.notice
+    assert notice.title == "Version 1.1.0 couldn't start."
+    assert "1.0.0 (built in) is running instead" in notice.text and "won't be installed again" in notice.text
     dialog = window.show_updates()
-    rows = [dialog.bad.topLevelItem(i).text(0) for i in range(dialog.bad.topLevelItemCount())]
-    assert rows == ["1.2.0"]
-    dialog.bad.topLevelItem(0).setSelected(True)
-    qtbot.mouseClick(dialog.clear_button, Qt.MouseButton.LeftButton)
-    assert dialog.bad.topLevelItemCount() == 0
+    qtbot.waitUntil(lambda: dialog.blocked.topLevelItemCount() == 1, timeout=WAIT_MS)
+    item = dialog.blocked.topLevelItem(0)
+    assert item.text(0) == "1.1.0" and item.text(1).startswith("didn't start")
+    item.setSelected(True)
+    qtbot.mouseClick(dialog.allow_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: dialog.blocked.topLevelItemCount() == 0, timeout=WAIT_MS)
 
 
-def test_settings_change_channel_persist_and_trigger_check(qtbot: QtBot, shell: Shell, feed: Feed,
+def test_settings_change_channel_persist_and_trigger_check(qtbot: QtBot, shell: MakeShell, feed: Feed,
                                                            server: LoopbackServer, tmp_path: Path) -> None:
     feed.publish("1.1.0", channel="stable")
     feed.publish("1.2.0", channel="beta")
-    window, controller = shell()
-    controller.start()
-    wait_running(qtbot, window, "1.0.0", "bundled")
+    window, controller = started(qtbot, shell)
     dialog = window.settings_dialog()
-    dialog.channel.setCurrentText("beta")
+    assert not dialog.channel.isEditable(), "a channel is picked, not typed"
+    dialog.channel.setCurrentIndex(dialog.channel.findData("beta"))
     dialog.interval.setValue(90)
     server.clear_requests()
-    with qtbot.waitSignal(controller.check_finished, timeout=30_000):
+    with qtbot.waitSignal(controller.check_finished, timeout=WAIT_MS):
         controller.apply_settings(dialog.result_settings())
     assert server.requests, "changing the channel triggered a check"
-    assert controller.staged is not None and controller.staged["version"] == "1.2.0"
+    assert controller.view.state is UpdateState.STAGED and str(controller.view.release.version) == "1.2.0"
     saved = read_json_object(tmp_path / "data" / "settings.json")
     assert saved is not None and saved["channel"] == "beta" and saved["check_interval_s"] == 5400
     reloaded = load_config(data_dir=tmp_path / "data")
@@ -110,108 +92,72 @@ def test_settings_change_channel_persist_and_trigger_check(qtbot: QtBot, shell: 
         channel="beta", auto_update=True, check_interval_s=5400.0, close_to_tray=False)
 
 
-def test_stalled_registry_leaves_gui_responsive(qtbot: QtBot, shell: Shell, feed: Feed,
-                                                server: LoopbackServer) -> None:
-    feed.publish("1.1.0")
-    window, controller = shell()
-    server.fault("/feed/metadata/timestamp.json", "stall", seconds=8)
-    server.fault("/feed/metadata/1.root.json", "stall", seconds=8)
-    ticks: list[float] = []
-    probe = QTimer()
-    probe.timeout.connect(lambda: ticks.append(time.monotonic()))
-    probe.start(20)
-    controller.check_now()
-    assert controller.checking and "Checking" in window.update_label.text()
-    qtbot.wait(2000)
-    probe.stop()
-    assert controller.checking, "the check is still stalled"
-    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
-    assert len(ticks) >= 50 and max(gaps) < 0.5, "the event loop kept ticking"
-    qtbot.mouseClick(window.show_updates().check_button, Qt.MouseButton.LeftButton)  # still clickable
+def test_settings_keep_a_channel_set_elsewhere(qtbot: QtBot, shell: MakeShell) -> None:
+    window, _controller = shell()
+    dialog = window.settings_dialog()
+    dialog.original = Settings(channel="nightly")
+    from desktop.ui.dialogs import SettingsDialog
+
+    custom = SettingsDialog(Settings(channel="nightly"), False, window)
+    assert custom.channel.currentData() == "nightly" and not custom.channel.isEditable()
+    assert custom.result_settings().channel == "nightly"
 
 
-def test_offline_first_run_shows_bundled_and_will_retry(qtbot: QtBot, shell: Shell, feed: Feed,
-                                                        tmp_path: Path) -> None:
-    config = feed.config(tmp_path / "data").with_overrides(registry_url="http://127.0.0.1:9/feed")
-    window, controller = shell(config)
-    controller.start()
-    wait_running(qtbot, window, "1.0.0", "bundled")
-    with qtbot.waitSignal(controller.check_finished, timeout=30_000):
-        controller.check_now()
-    assert controller.update_kind == "offline" and "will retry" in window.update_label.text()
-    assert controller.check_timer.isActive(), "a retry is scheduled"
-    assert controller.check_timer.remainingTime() <= 6 * 3600 * 1000
-
-
-def test_quit_during_download_leaves_no_partial_and_no_process(qtbot: QtBot, shell: Shell, feed: Feed,
-                                                               server: LoopbackServer, tmp_path: Path) -> None:
-    feed.publish("1.1.0", extra_files={f"data/blob{i}.bin": bytes(range(256)) * 4000 for i in range(4)})
-    target = next(p.name for p in (feed.root / "targets").iterdir() if "notes-runtime-1.1.0" in p.name)
-    server.fault(f"/feed/targets/{target}", "slow", chunk=16 * 1024, delay=0.05)
-    window, controller = shell()
-    controller.start()
-    wait_running(qtbot, window, "1.0.0", "bundled")
-    runtime_pid = controller.supervisor.running.pid if controller.supervisor.running else 0
-    with qtbot.waitSignal(controller.progress_changed, timeout=30_000, check_params_cb=lambda p: 0 < p < 100):
-        controller.check_now()
-    window.request_quit()
-    assert not window.isVisible()
-    data = tmp_path / "data"
-    assert not [p for p in (data / "versions").iterdir()] if (data / "versions").exists() else True
-    assert FailureMemory(data / "failures.json").pinned() == {}
-    assert FailureMemory(data / "failures.json").transient() is None
-    assert subprocess.run(["kill", "-0", str(runtime_pid)], capture_output=True).returncode != 0
-
-
-def test_second_start_activates_the_first(qtbot: QtBot, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    primary = SingleInstance(data)
-    assert primary.acquire()
-    try:
-        with qtbot.waitSignal(primary.activated, timeout=20_000):
-            second = subprocess.Popen([sys.executable, "-m", "desktop", "run", "--data-dir", str(data)],
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _, err = second.communicate(timeout=30)
-        assert second.returncode == 0 and "already running" in err
-    finally:
-        primary.release()
-
-
-@pytest.mark.parametrize("name", ["window"])
-def test_runtime_page_in_web_view(qtbot: QtBot, shell: Shell, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    monkeypatch.delenv("DESKTOP_NO_WEBVIEW")
-    from desktop.ui.webview import prepare_webengine, webengine_available
-
-    if not webengine_available():
-        pytest.skip("QtWebEngine is not installed")
-    prepare_webengine()
-    window, controller = shell()
-    assert window.web is not None
-    controller.start()
-    wait_running(qtbot, window, "1.0.0", "bundled")
-    assert window.stack.currentWidget() is window.web
-    with qtbot.waitSignal(window.web.loadFinished, timeout=30_000, raising=False):
-        pass
-    qtbot.waitUntil(lambda: "Notes" in window.web.title(), timeout=30_000)  # type: ignore[attr-defined]
-    assert window.web.url().toString().startswith("http://127.0.0.1:")  # type: ignore[attr-defined]
-
-
-def test_bundled_runtime_failure_shows_error_tail_and_retry(qtbot: QtBot, shell: Shell, feed: Feed,
+def test_bundled_runtime_failure_shows_error_tail_and_retry(qtbot: QtBot, shell: MakeShell, feed: Feed,
                                                            tmp_path: Path) -> None:
-    from desktop.devtools import resources_with_broken_bundle
-
     config = feed.config(tmp_path / "data")
     resources = resources_with_broken_bundle(config.resources, tmp_path / "resources", "crash-at-start")
     window, controller = shell(config.with_overrides(resources=resources))
-    failures: list[str] = []
-    controller.runtime_changed.connect(lambda state, info: failures.append(state) if state == "failed" else None)
+    failures: list[object] = []
+    controller.runtime_event.connect(lambda event: failures.append(event) if event.state.value == "failed" else None)
     controller.start()
-    qtbot.waitUntil(lambda: window.stack.currentWidget() is window.failed_page, timeout=30_000)
-    assert "bundled runtime 1.0.0 failed to start" in window.error_title.text()
+    qtbot.waitUntil(lambda: window.stack.currentWidget() is window.failed_page, timeout=WAIT_MS)
+    assert window.error_title.text() == "The runtime couldn't start."
+    assert "bundled runtime 1.0.0 failed to start" in window.error_reason.text()
     assert "simulated crash at start" in window.error_log.toPlainText()
     assert window.retry_button.isVisible()
     qtbot.mouseClick(window.retry_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: len(failures) == 2, timeout=30_000)
+    qtbot.waitUntil(lambda: len(failures) == 2, timeout=WAIT_MS)
     assert window.stack.currentWidget() is window.failed_page, "no loop: it stays failed until asked again"
-    qtbot.wait(500)
-    assert len(failures) == 2
+
+
+def test_runtime_text_is_shown_as_text_never_as_markup(qtbot: QtBot, shell: MakeShell, feed: Feed,
+                                                      tmp_path: Path) -> None:
+    """Issue 12: whatever a runtime prints is neutralised wherever the window shows it."""
+    hostile = ('<img src="file:///etc/hostname"><a href="https://evil.example/">click</a>'
+               '<b>bold</b>\x1b[31mred\x1b[0m\rforged')
+    main = ("import sys\n"
+            f"sys.stderr.write({hostile!r} + '\\n')\n"
+            "sys.stderr.flush()\n"
+            "sys.exit(3)\n").encode()
+    config = feed.config(tmp_path / "data")
+    resources = tmp_path / "resources"
+    shutil.copytree(config.resources, resources, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (resources / "runtime" / "app" / "main.py").write_bytes(main)
+    window, controller = shell(config.with_overrides(resources=resources))
+    controller.start()
+    qtbot.waitUntil(lambda: window.stack.currentWidget() is window.failed_page, timeout=WAIT_MS)
+    shown = window.error_log.toPlainText()
+    assert '<img src="file:///etc/hostname">' in shown, "shown literally, as plain text"
+    assert "\x1b" not in shown and "\r" not in shown
+    for label in (window.error_title, window.error_reason, window.starting_label, window.url_label):
+        assert label.textFormat() == Qt.TextFormat.PlainText
+
+
+def test_a_crashing_versions_output_is_escaped_in_the_banner_and_the_panel(qtbot: QtBot, shell: MakeShell,
+                                                                         feed: Feed) -> None:
+    hostile = '<img src="file:///etc/hostname"><a href="https://evil.example/">click</a>'
+    main = f"import sys\nsys.stderr.write({hostile!r} + '\\n')\nsys.exit(5)\n".encode()
+    feed.publish("1.1.0", extra_files={"app/main.py": main})
+    window, controller = started(qtbot, shell)
+    check(qtbot, window, controller)
+    window.banner.button("restart-to-update").click()
+    qtbot.waitUntil(lambda: window.banner.notice is not None and window.banner.notice.key == "start-failed:1.1.0",
+                    timeout=WAIT_MS)
+    assert "<img" not in window.banner.text.text() and "<a " not in window.banner.text.text()
+    dialog = window.show_updates()
+    qtbot.waitUntil(lambda: dialog.blocked.topLevelItemCount() == 1, timeout=WAIT_MS)
+    tip = dialog.blocked.topLevelItem(0).toolTip(1)
+    assert "&lt;img src=\"file:///etc/hostname\"&gt;" in tip and "<img" not in tip
+    box = window.show_about()
+    assert box.textFormat() == Qt.TextFormat.PlainText
