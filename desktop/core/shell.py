@@ -244,7 +244,7 @@ class Shell:
         return policy.problem_of(error, online=host in LOOPBACK_NAMES or network_available())
 
     def last_check(self) -> LastCheck | None:
-        from desktop.core.updater import last_check
+        from desktop.core.checkrecord import last_check
 
         return last_check(self.config)
 
