@@ -51,11 +51,13 @@ class Rendered:
 
 
 class CommandFailed(DesktopError):
-    """A command failed; `obj` is what --json prints (it always carries "error")."""
+    """A command failed; `obj` is what --json prints (it always carries "error"); `printed` when the
+    command's one JSON object is already out (a launch that ran, then failed)."""
 
-    def __init__(self, message: str, obj: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, obj: dict[str, Any] | None = None, *, printed: bool = False) -> None:
         super().__init__(message)
         self.obj = {**(obj or {}), "error": message}
+        self.printed = printed
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         command = add(name, handler, text)
         command.add_argument("--bypass-rollout", action="store_true",
                              help="a manual check: ignore phased-rollout percentages")
+        if name == "update":
+            command.set_defaults(failure_fields={"outcome": "failed"})
     bad = add("bad", cmd_bad, "list or clear bad versions")
     bad.add_argument("action", choices=("list", "clear"))
     bad.add_argument("target", nargs="?", metavar="VERSION")
@@ -169,18 +173,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args([*args_in, "run"])
         handler = args.handler
         assert handler is not None
+    fields: dict[str, Any] = dict(getattr(args, "failure_fields", {}))
     try:
         rendered = handler(args)
     except CommandFailed as exc:
-        return _failed(args, str(exc), exc.obj, 1)
+        if exc.printed:
+            args.json = False  # the one JSON object is already out
+        return _failed(args, str(exc), {**fields, **exc.obj}, 1)
     except UsageError as exc:
-        return _failed(args, str(exc), {}, 2)
+        return _failed(args, str(exc), fields, 2)
     except DesktopError as exc:
-        return _failed(args, str(exc), {}, 1)
+        return _failed(args, str(exc), fields, 1)
     except OSError as exc:
-        return _failed(args, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), {}, 1)
+        return _failed(args, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), fields, 1)
     except KeyboardInterrupt:
-        return _failed(args, "interrupted", {}, 130)
+        return _failed(args, "interrupted", fields, 1)
     if not rendered.printed:
         if args.json:
             print(json.dumps(rendered.obj, sort_keys=True, ensure_ascii=False))
@@ -283,7 +290,20 @@ def cmd_check(args: argparse.Namespace) -> Rendered:
 def cmd_update(args: argparse.Namespace) -> Rendered:
     shell = open_shell(args)
     printer = ProgressPrinter()
-    report = shell.update(progress=printer, bypass_rollout=args.bypass_rollout)
+    stopping: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stopping:
+            raise KeyboardInterrupt  # a second signal: do not wait for a stalled read
+        stopping.append(signum)
+
+    handled = [s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, on_signal) for s in handled}
+    try:
+        report = shell.update(progress=printer, bypass_rollout=args.bypass_rollout, cancel=lambda: bool(stopping))
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
     printer.finish()
     obj = update_json(report)
     version = obj["version"]
@@ -397,7 +417,7 @@ def cmd_launch(args: argparse.Namespace) -> Rendered:
             time.sleep(0.2)
         last = supervisor.last_event
         if not signals and isinstance(last, Failed):
-            raise CommandFailed(last.message.splitlines()[0])
+            raise CommandFailed(last.message.splitlines()[0], printed=True)
         return Rendered(result, printed=True)
     finally:
         supervisor.close()

@@ -18,7 +18,7 @@ from typing import Any
 
 from packaging.version import Version
 
-from desktop.core.state import Fields, ReadStatus, atomic_write_json, clip, read_state
+from desktop.core.state import Fields, ReadStatus, atomic_write_json, clip, locked, read_state
 from desktop.core.text import sanitize_line
 from desktop.core.versions import parse_version
 
@@ -104,22 +104,24 @@ class BadVersions:
 
     def mark(self, version: Version, reason: str, exit_code: int | None = None,
              stderr_tail: Sequence[str] = ()) -> BadVersion:
-        entries = dict(self.load().entries)
-        entry = BadVersion(str(version), clip(sanitize_line(reason), MAX_REASON), exit_code,
-                           bounded_tail(stderr_tail), time.time())
-        entries[version] = entry
-        self._save(entries, fault="bad-mark-write")
+        with locked(self.path):
+            entries = dict(self.load().entries)
+            entry = BadVersion(str(version), clip(sanitize_line(reason), MAX_REASON), exit_code,
+                               bounded_tail(stderr_tail), time.time())
+            entries[version] = entry
+            self._save(entries, fault="bad-mark-write")
         return entry
 
     def clear(self, version: Version | None = None) -> list[Version]:
         """Forget one bad version (or all); returns what was removed."""
-        current = self.load()
-        entries = dict(current.entries)
-        removed = [v for v in entries if version is None or v == version]
-        for v in removed:
-            del entries[v]
-        if removed or current.unknown:
-            self._save(entries)
+        with locked(self.path):
+            current = self.load()
+            entries = dict(current.entries)
+            removed = [v for v in entries if version is None or v == version]
+            for v in removed:
+                del entries[v]
+            if removed or current.unknown:
+                self._save(entries)
         return removed
 
     def reset_unknown(self, suspects: Sequence[Version]) -> BadList:
@@ -127,7 +129,11 @@ class BadVersions:
         the last known-good) is marked bad to be safe, so the list is known from now on."""
         now = time.time()
         entries = {v: BadVersion(str(v), UNKNOWN_REASON, None, (), now) for v in suspects}
-        self._save(entries)
+        with locked(self.path):
+            current = self.load()
+            if not current.unknown:
+                return current  # another shell repaired it meanwhile
+            self._save(entries)
         return BadList(entries)
 
     def _save(self, entries: dict[Version, BadVersion], fault: str | None = None) -> None:

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -197,13 +198,18 @@ class Fetcher:
         self.config = config or NetConfig()
         self.bytes_received = 0
         self.requests = 0
+        self._transport = transport
+        self._client = self._new_client()
+        self._expired = False
+
+    def _new_client(self) -> httpx.Client:
         timeout = httpx.Timeout(self.config.read_timeout, connect=self.config.connect_timeout)
         # trust_env: honour HTTP(S)_PROXY / NO_PROXY like every other tool on the machine.
-        self._client = httpx.Client(
+        return httpx.Client(
             timeout=timeout,
             follow_redirects=False,
-            trust_env=transport is None,
-            transport=transport,
+            trust_env=self._transport is None,
+            transport=self._transport,
             headers={"User-Agent": f"desktop-shell/{__version__}", "Accept-Encoding": "identity"},
         )
 
@@ -216,15 +222,35 @@ class Fetcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _expire(self, client: httpx.Client) -> None:
+        """The watchdog: a request past its deadline has its connection closed under it."""
+        self._expired = True
+        with contextlib.suppress(Exception):
+            client.close()
+
     @contextmanager
-    def open(self, url: str, headers: dict[str, str] | None = None) -> Iterator[httpx.Response]:
-        """GET `url` following redirects that stay within the URL policy; any status; errors mapped."""
+    def open(self, url: str, headers: dict[str, str] | None = None, *,
+             deadline: float | None = None) -> Iterator[httpx.Response]:
+        """GET `url` following redirects that stay within the URL policy; any status; errors mapped.
+
+        A watchdog bounds the whole exchange by `deadline` (default: the headers by the document
+        deadline): a server that drips its headers a line at a time resets every per-read timeout.
+        """
         current = check_url(url)
+        if self._client.is_closed:
+            self._client = self._new_client()
+        client = self._client
+        self._expired = False
+        watchdog = threading.Timer(deadline or self.config.document_deadline, self._expire, args=(client,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             for _ in range(MAX_REDIRECTS + 1):
-                request = self._client.build_request("GET", current, headers=headers)
+                request = client.build_request("GET", current, headers=headers)
                 self.requests += 1
-                response = self._client.send(request, stream=True)
+                response = client.send(request, stream=True)
+                if deadline is None:
+                    watchdog.cancel()  # the headers are in: from here the body's rate rules
                 if response.is_redirect and "location" in response.headers:
                     response.close()
                     current = check_url(urljoin(current, response.headers["location"]))
@@ -235,10 +261,17 @@ class Fetcher:
                     response.close()
                 return
             raise NetworkError(f"too many redirects fetching from {host_of(url)}")
-        except httpx.TimeoutException:
-            raise NetworkError(f"timed out talking to {host_of(current)}") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, RuntimeError) as exc:
+            if self._expired:
+                raise NetworkError(f"{host_of(current)} took longer than "
+                                   f"{deadline or self.config.document_deadline:g} s to answer") from None
+            if isinstance(exc, httpx.TimeoutException):
+                raise NetworkError(f"timed out talking to {host_of(current)}") from None
+            if isinstance(exc, RuntimeError):
+                raise
             raise NetworkError(f"cannot reach {host_of(current)}: {_describe(exc)}") from None
+        finally:
+            watchdog.cancel()
 
     def body(self, response: httpx.Response, *, limit: int, deadline: float | None,
              cancel: Cancel | None = None, what: str = "") -> Iterator[bytes]:
@@ -260,13 +293,22 @@ class Fetcher:
                             raise RegistryError(f"{what} at {redact_url(url)} is larger than {mb(limit)}")
                         raise DownloadError(f"{host_of(url)} sent more than the expected {limit} bytes")
                     yield piece
-        except httpx.TimeoutException:
-            raise NetworkError(f"timed out reading from {host_of(url)}") from None
-        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            raise DownloadError(f"the download from {host_of(url)} was interrupted: {_describe(exc)}") from None
-        except httpx.HTTPError as exc:
-            raise NetworkError(f"cannot download from {host_of(url)}: {_describe(exc)}") from None
+        except (httpx.HTTPError, RuntimeError) as exc:
+            if self._expired:
+                raise NetworkError(f"{host_of(url)} took longer than {self.config.document_deadline:g} s "
+                                   "to answer") from None
+            self._map_body_error(exc, url)
         decoder.finish()
+
+    @staticmethod
+    def _map_body_error(exc: Exception, url: str) -> None:
+        if isinstance(exc, httpx.TimeoutException):
+            raise NetworkError(f"timed out reading from {host_of(url)}") from None
+        if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+            raise DownloadError(f"the download from {host_of(url)} was interrupted: {_describe(exc)}") from None
+        if isinstance(exc, httpx.HTTPError):
+            raise NetworkError(f"cannot download from {host_of(url)}: {_describe(exc)}") from None
+        raise exc
 
     def get_document(self, url: str, *, accept: str = "application/json", etag: str | None = None,
                      max_bytes: int | None = None) -> Document:
@@ -275,7 +317,7 @@ class Fetcher:
         headers = {"Accept": accept}
         if etag:
             headers["If-None-Match"] = etag
-        with self.open(url, headers) as response:
+        with self.open(url, headers, deadline=self.config.document_deadline) as response:
             raise_for_status(response, url)
             if response.status_code == 304:
                 return Document(304, b"", etag)

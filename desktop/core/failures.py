@@ -19,7 +19,7 @@ from desktop import __version__
 from desktop.core import policy
 from desktop.core.errors import DesktopError, HostGateError, NativeDepError
 from desktop.core.results import FailureClass
-from desktop.core.state import Fields, atomic_write_json, clip, load_fields
+from desktop.core.state import Fields, atomic_write_json, clip, load_fields, locked
 from desktop.core.text import one_line
 from desktop.core.versions import parse_version
 
@@ -85,46 +85,61 @@ class FailureMemory:
     def record(self, version: Version | None, artefact: str, error: DesktopError,
                now: float | None = None) -> bool:
         """Remember a failure; returns True when the artefact is now pinned (not fetched again)."""
-        now = time.time() if now is None else now
-        state: dict[str, Any] = dict(self._fields().obj)
-        kind = policy.classify(error)
-        if kind is FailureClass.CANCELLED:
-            return False
-        if kind is FailureClass.DETERMINISTIC and version is not None:
-            pinned = dict(self._fields().mapping("pinned"))
-            pinned[str(version)] = {
-                "artefact": artefact, "reason": clip(one_line(str(error)), 500), "time": now,
-                # A host-gate or native-dep refusal depends on this shell: a newer shell tries again.
-                "shell": __version__ if isinstance(error, HostGateError | NativeDepError) else None}
-            state["pinned"] = dict(sorted(pinned.items(), key=lambda kv: _time(kv[1]))[-MAX_PINNED:])
+        with locked(self.path):
+            now = time.time() if now is None else now
+            state: dict[str, Any] = dict(self._fields().obj)
+            kind = policy.classify(error)
+            if kind is FailureClass.CANCELLED:
+                return False
+            if kind is FailureClass.DETERMINISTIC and version is not None:
+                pinned = dict(self._fields().mapping("pinned"))
+                pinned[str(version)] = {
+                    "artefact": artefact, "reason": clip(one_line(str(error)), 500), "time": now,
+                    # A host-gate or native-dep refusal depends on this shell: a newer shell tries again.
+                    "shell": __version__ if isinstance(error, HostGateError | NativeDepError) else None}
+                state["pinned"] = dict(sorted(pinned.items(), key=lambda kv: _time(kv[1]))[-MAX_PINNED:])
+                atomic_write_json(self.path, state)
+                return True
+            previous = self._fields().sub("transient")
+            count = previous.integer("count", minimum=0) + 1
+            state["transient"] = {"count": count, "last_error": clip(one_line(str(error)), 500), "last_time": now,
+                                  "next_retry": now + policy.backoff(count)}
             atomic_write_json(self.path, state)
-            return True
-        previous = self._fields().sub("transient")
-        count = previous.integer("count", minimum=0) + 1
-        state["transient"] = {"count": count, "last_error": clip(one_line(str(error)), 500), "last_time": now,
-                              "next_retry": now + policy.backoff(count)}
-        atomic_write_json(self.path, state)
-        return False
+            return False
+
+    def record_heal(self, version: Version, artefact: str) -> int:
+        """Count one re-stage of `version` whose directory stopped matching its record; returns the count."""
+        with locked(self.path):
+            state: dict[str, Any] = dict(self._fields().obj)
+            heals = dict(self._fields().mapping("heals"))
+            key = f"{version}|{artefact}"
+            count = (heals[key] if isinstance(heals.get(key), int) else 0) + 1
+            heals[key] = count
+            state["heals"] = dict(list(heals.items())[-MAX_PINNED:])
+            atomic_write_json(self.path, state)
+            return count
 
     def record_success(self) -> None:
-        state = dict(self._fields().obj)
-        if state.pop("transient", None) is not None:
-            atomic_write_json(self.path, state)
+        with locked(self.path):
+            state = dict(self._fields().obj)
+            if state.pop("transient", None) is not None:
+                atomic_write_json(self.path, state)
 
     def clear(self, version: Version | None = None) -> list[Version]:
         """Forget pinned failures (of one version or all) and the backoff; returns the versions unpinned."""
-        state = dict(self._fields().obj)
-        pinned = dict(self._fields().mapping("pinned"))
-        removed = [v for k in list(pinned) if (v := parse_version(k)) is not None
-                   and (version is None or v == version)]
-        for key in list(pinned):
-            if version is None or parse_version(key) == version:
-                del pinned[key]
-        state["pinned"] = pinned
-        state.pop("transient", None)
-        state.pop("mismatches", None)
-        atomic_write_json(self.path, state)
-        return removed
+        with locked(self.path):
+            state = dict(self._fields().obj)
+            pinned = dict(self._fields().mapping("pinned"))
+            removed = [v for k in list(pinned) if (v := parse_version(k)) is not None
+                       and (version is None or v == version)]
+            for key in list(pinned):
+                if version is None or parse_version(key) == version:
+                    del pinned[key]
+            state["pinned"] = pinned
+            state.pop("transient", None)
+            state.pop("mismatches", None)
+            atomic_write_json(self.path, state)
+            return removed
 
 
 class SkippedVersions:
@@ -142,18 +157,20 @@ class SkippedVersions:
         return result
 
     def skip(self, version: Version) -> None:
-        entries = self.load()
-        entries[version] = time.time()
-        atomic_write_json(self.path, {str(v): t for v, t in sorted(entries.items())})
+        with locked(self.path):
+            entries = self.load()
+            entries[version] = time.time()
+            atomic_write_json(self.path, {str(v): t for v, t in sorted(entries.items())})
 
     def unskip(self, version: Version | None = None) -> list[Version]:
-        entries = self.load()
-        removed = [v for v in entries if version is None or v == version]
-        for v in removed:
-            del entries[v]
-        if removed:
-            atomic_write_json(self.path, {str(v): t for v, t in sorted(entries.items())})
-        return removed
+        with locked(self.path):
+            entries = self.load()
+            removed = [v for v in entries if version is None or v == version]
+            for v in removed:
+                del entries[v]
+            if removed:
+                atomic_write_json(self.path, {str(v): t for v, t in sorted(entries.items())})
+            return removed
 
 
 def _time(value: object) -> float:

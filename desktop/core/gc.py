@@ -21,7 +21,8 @@ from desktop.core.launching import staged_versions, trusted_versions
 from desktop.core.leases import Leases
 from desktop.core.pointer import read_pointer
 from desktop.core.results import GcReport
-from desktop.core.stager import clean_partials, stage_lock
+from desktop.core.stagelock import stage_lock
+from desktop.core.stager import clean_partials
 from desktop.core.state import fsync_dir
 from desktop.core.tree import remove_tree_quietly
 from desktop.core.versions import parse_version

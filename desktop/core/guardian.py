@@ -14,7 +14,12 @@ it as the leader of a new process group; it spawns the runtime (ARGV) in that sa
 * on SIGTERM / SIGINT / SIGHUP (an orderly stop from the shell, or the shell's death) it passes
   SIGTERM to the group, waits up to GRACE seconds for the runtime, then kills everything left;
 * exits with the runtime's status (same exit code, or dies by the same signal), so the shell
-  sees the runtime's outcome as if it had started it directly.
+  sees the runtime's outcome as if it had started it directly; when it was itself stopped by a
+  signal (the shell, a logout, a `kill`), it dies by that signal, whatever the runtime did, so a
+  stop from outside is never mistaken for the runtime failing.
+
+Signals are never handled asynchronously: they are blocked and taken with sigtimedwait, so no
+handler can interrupt the bookkeeping and no exit status is lost.
 
 The runtime gets the user's umask back (the shell itself runs with 077).
 Nothing here needs the runtime's cooperation: a runtime that ignores its parent and whose
@@ -33,20 +38,7 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 GRACE = 2.0  # below the shell's own stop grace (supervisor.STOP_GRACE_S)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-class _Stop(Exception):
-    pass
-
-
-_stopping = False
-
-
-def _on_stop(signum: int, frame: object) -> None:
-    global _stopping
-    if not _stopping:
-        _stopping = True
-        raise _Stop()
+_WAITED = (*STOP_SIGNALS, signal.SIGCHLD)
 
 
 def _prctl() -> object:
@@ -67,9 +59,11 @@ def _spawn(argv: list[str], prctl: object, umask: int) -> int:
     if pid:
         return pid
     try:
-        # What subprocess.Popen(restore_signals=True) gives a child: Python ignores SIGPIPE.
+        # What subprocess.Popen(restore_signals=True) gives a child: Python ignores SIGPIPE; and
+        # nothing the guardian blocks stays blocked in the runtime.
         for sig in (*STOP_SIGNALS, signal.SIGPIPE, getattr(signal, "SIGXFSZ", signal.SIGPIPE)):
             signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
         if callable(prctl):
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != guardian:
@@ -136,14 +130,31 @@ def _kill_leftovers() -> None:
         time.sleep(0.02)
 
 
+def _die_by(sig: int) -> int:
+    signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+    os.kill(os.getpid(), sig)
+    return 128 + sig
+
+
 def _mirror(status: int) -> int:
     if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        sys.stdout.flush()
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-        return 128 + sig
+        return _die_by(os.WTERMSIG(status))
     return os.waitstatus_to_exitcode(status)
+
+
+def _reap(runtime: int) -> int | None:
+    """Reap every exited child (orphans included); the runtime's wait status if it is one of them."""
+    status = None
+    while True:
+        try:
+            pid, st = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return status
+        if pid == 0:
+            return status
+        if pid == runtime:
+            status = st
 
 
 def main(args: list[str]) -> int:
@@ -154,67 +165,51 @@ def main(args: list[str]) -> int:
     umask = int(args[1], 8)
     argv = args[3:]
     prctl = _prctl()
-    runtime = 0
+    # Signals are only ever taken synchronously (sigtimedwait): no handler can interrupt the
+    # bookkeeping, and a runtime that exits is never missed.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
+    if callable(prctl):
+        prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != shell:
+        return 143
+    runtime = _spawn(argv, prctl, umask)
     status: int | None = None
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _on_stop)
-    try:
-        if callable(prctl):
-            prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-            prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != shell:
-            return 143
-        runtime = _spawn(argv, prctl, umask)
-        status = _wait(runtime, shell, poll=not callable(prctl))
-    except _Stop:
-        pass
-    # From here on a stop signal changes nothing: block it (no handler can interrupt the
-    # cleanup), then ignore it (which discards a pending one).
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    if status is None:
+    stopped_by: int | None = None
+    polling = not callable(prctl)
+    while status is None:
+        status = _reap(runtime)
+        if status is not None:
+            break
+        if polling and os.getppid() != shell:
+            stopped_by = signal.SIGTERM
+            break
+        info = signal.sigtimedwait(_WAITED, 0.2 if polling else 60.0)
+        if info is not None and info.si_signo in STOP_SIGNALS:
+            stopped_by = info.si_signo
+            break
+    if stopped_by is not None and status is None:
         status = _stop(runtime)
     _kill_leftovers()
+    if stopped_by is not None:
+        # Stopped from outside (the shell, a logout, a kill): say so, whatever the runtime did.
+        return _die_by(stopped_by)
+    assert status is not None
     return _mirror(status)
-
-
-def _wait(runtime: int, shell: int, *, poll: bool) -> int:
-    """The runtime's wait status, reaping orphans meanwhile; raises _Stop on a stop signal."""
-    while True:
-        if poll:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                if os.getppid() != shell:
-                    raise _Stop()
-                time.sleep(0.2)
-                continue
-        else:
-            pid, status = os.waitpid(-1, 0)
-        if pid == runtime:
-            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-            return status
 
 
 def _stop(runtime: int) -> int:
     """Pass SIGTERM to the group, give the runtime GRACE seconds, then SIGKILL; its wait status."""
-    if runtime <= 0:
-        return 143 << 8
     try:
-        os.killpg(os.getpgrp(), signal.SIGTERM)
+        os.killpg(os.getpgrp(), signal.SIGTERM)  # blocked here: only the others get it
     except OSError:
         pass
     deadline = time.monotonic() + GRACE
     while time.monotonic() < deadline:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return 0
-        if pid == runtime:
+        status = _reap(runtime)
+        if status is not None:
             return status
-        if pid == 0:
-            time.sleep(0.02)
+        signal.sigtimedwait([signal.SIGCHLD], max(0.0, min(0.05, deadline - time.monotonic())))
     try:
         os.kill(runtime, signal.SIGKILL)
     except OSError:

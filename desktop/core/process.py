@@ -17,6 +17,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -65,7 +66,28 @@ def build_argv(target: LaunchTarget) -> list[str]:
     return argv
 
 
-def runtime_env(config: AppConfig, target: LaunchTarget, token: str) -> dict[str, str]:
+def runtime_data_dir(config: AppConfig) -> Path:
+    """The runtime's data dir; when the data dir is read-only and it does not exist yet, a private
+    one in the temporary directory, so the runtime still starts."""
+    wanted = config.data.runtime_data_dir.absolute()
+    try:
+        wanted.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return wanted
+    except OSError as exc:
+        uid = os.getuid() if hasattr(os, "getuid") else 0
+        fallback = Path(tempfile.gettempdir()) / f"desktop-shell-runtime-data-{uid}"
+        try:
+            fallback.mkdir(mode=0o700, exist_ok=True)
+            if fallback.is_symlink() or fallback.stat().st_uid != uid or fallback.stat().st_mode & 0o077:
+                raise OSError("not private")
+        except OSError:
+            log.warning("cannot create the runtime's data dir %s: %s", wanted, exc)
+            return wanted
+        log.warning("cannot create the runtime's data dir %s (%s); using %s for now", wanted, exc, fallback)
+        return fallback
+
+
+def runtime_env(config: AppConfig, target: LaunchTarget, token: str, data_dir: Path | None = None) -> dict[str, str]:
     """The runtime's environment: what it needs, not the shell's secrets."""
     env = {k: v for k, v in os.environ.items() if k in ENV_PASSTHROUGH or k.startswith("LC_")}
     if getattr(sys, "frozen", False):
@@ -73,7 +95,7 @@ def runtime_env(config: AppConfig, target: LaunchTarget, token: str) -> dict[str
         restore_library_path(env, os.environ)
     native = config.native_root if target.is_bundled else target.directory
     env.update({
-        "DESKTOP_RUNTIME_DATA": str(config.data.runtime_data_dir.absolute()),
+        "DESKTOP_RUNTIME_DATA": str(data_dir or config.data.runtime_data_dir.absolute()),
         "DESKTOP_RUNTIME_TOKEN": token,
         "DESKTOP_SHELL_VERSION": config.shell_version,
         "DESKTOP_RUNTIME_VERSION": str(target.version),
@@ -159,10 +181,7 @@ class RuntimeProcess:
         self._wake = wake
         self._on_output = on_output
         argv = build_argv(target)
-        try:
-            config.data.runtime_data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            log.warning("cannot create the runtime's data dir: %s", exc)
+        data_dir = runtime_data_dir(config)
         kwargs: dict[str, Any] = {}
         if os.name == "posix":
             umask = os.umask(0o077)
@@ -174,7 +193,7 @@ class RuntimeProcess:
             kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
         try:
             self.popen = subprocess.Popen(
-                argv, cwd=target.directory, env=runtime_env(config, target, self.token),
+                argv, cwd=target.directory, env=runtime_env(config, target, self.token, data_dir),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
         except OSError as exc:
             raise LaunchError(f"cannot start runtime {target.version}: {exc.strerror or exc}") from exc

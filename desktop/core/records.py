@@ -129,32 +129,51 @@ def check_against(directory: Path, record: VersionRecord, *, full: bool = False)
     Sizes of every recorded file (and link targets) always; hashes of the entry and native
     dependencies, or of everything with `full`. Files the runtime added itself are ignored.
     """
+    mismatch = first_mismatch(directory, record, full=full)
+    return mismatch[1] if mismatch else None
+
+
+def first_mismatch(directory: Path, record: VersionRecord, *, full: bool = False) -> tuple[str, str] | None:
+    """(relative path, why) of the first recorded entry that no longer matches, or None."""
     try:
         top = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError as exc:
-        return f"{directory} cannot be opened: {exc.strerror or exc}"
+        return ".", f"{directory} cannot be opened: {exc.strerror or exc}"
     try:
         hashed = tuple(n + "/" for n in record.native)
         for rel, size, digest in zip(record.paths, record.sizes, record.digests, strict=True):
             try:
                 st = os.stat(rel, dir_fd=top, follow_symlinks=False)
             except OSError:
-                return f"{rel} is missing"
+                return rel, f"{rel} is missing"
             if st.st_size != size or not stat.S_ISREG(st.st_mode):
-                return (f"{rel} is {st.st_size} bytes, recorded {size}" if stat.S_ISREG(st.st_mode)
-                        else f"{rel} is not a regular file")
+                return rel, (f"{rel} is {st.st_size} bytes, recorded {size}" if stat.S_ISREG(st.st_mode)
+                             else f"{rel} is not a regular file")
             if full or rel == record.entry or rel.startswith(hashed) or rel in record.native:
                 try:
                     if file_sha256(os.path.join(directory, rel)) != digest:
-                        return f"{rel} does not match its recorded sha256"
+                        return rel, f"{rel} does not match its recorded sha256"
                 except OSError as exc:
-                    return f"{rel} cannot be read: {exc.strerror or exc}"
+                    return rel, f"{rel} cannot be read: {exc.strerror or exc}"
         for rel, target in record.links.items():
             try:
                 if os.readlink(rel, dir_fd=top) != target:
-                    return f"link {rel} changed"
+                    return rel, f"link {rel} changed"
             except OSError:
-                return f"link {rel} is missing"
+                return rel, f"link {rel} is missing"
     finally:
         os.close(top)
     return None
+
+
+def changed_by_runtime(directory: Path, record: VersionRecord, since: float) -> str | None:
+    """The recorded file that no longer matches and was written at or after `since` (wall clock), if
+    any: what a runtime that writes into its own version directory leaves behind."""
+    mismatch = first_mismatch(directory, record, full=True)
+    if mismatch is None:
+        return None
+    try:
+        st = os.lstat(os.path.join(os.fspath(directory), mismatch[0]))
+    except OSError:
+        return None
+    return mismatch[0] if st.st_mtime >= since else None

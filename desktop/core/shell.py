@@ -148,6 +148,8 @@ class Shell:
             try:
                 self.config.data.check_writable()
                 registry = updater.open_registry(self.config, fetcher)
+            except UsageError:
+                raise  # bad usage (a URL that is not https or loopback, no registry): exit 2, as for check
             except DesktopError as exc:
                 return UpdateReport(UpdateOutcome.FAILED, None, error=exc, failure=policy.classify(exc))
             report = updater.update(self.config, registry, progress=progress, cancel=cancel,
@@ -222,7 +224,7 @@ class Shell:
 
     def collect_garbage(self) -> GcReport:
         from desktop.core.gc import collect
-        from desktop.core.stager import Busy
+        from desktop.core.stagelock import Busy
 
         self.config.data.check_writable()
         try:

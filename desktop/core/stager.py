@@ -19,16 +19,15 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 import struct
 import threading
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import filelock
 from packaging.version import Version
 
 from desktop.core import faults
@@ -44,15 +43,17 @@ from desktop.core.config import AppConfig
 from desktop.core.digests import Integrity
 from desktop.core.download import ensure_free_space, free_bytes, mb
 from desktop.core.errors import (
+    BusyError,
     CancelledError,
-    DataDirError,
     DesktopError,
     DiskSpaceError,
+    DownloadError,
     InvalidReleaseError,
-    ManifestError,
+    NativeDepError,
     StateError,
 )
 from desktop.core.launching import staged_problem
+from desktop.core.leases import Leases
 from desktop.core.limits import ExtractLimits
 from desktop.core.manifest import RuntimeManifest, verify_version_dir
 from desktop.core.paths import VersionStore
@@ -60,8 +61,9 @@ from desktop.core.pointer import Pointer, advance_pointer, change_pointer
 from desktop.core.records import build_record, file_sha256, write_record
 from desktop.core.registry import Cancel, Registry, Release
 from desktop.core.results import Phase, Progress, UpdateOutcome
+from desktop.core.stagelock import Busy, stage_lock
 from desktop.core.state import fsync_dir
-from desktop.core.tree import remove_tree, remove_tree_quietly
+from desktop.core.tree import remove_tree, remove_tree_quietly, walk
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +77,6 @@ class StageResult:
     version: Version | None
     bytes_downloaded: int = 0
     delta: bool = False
-
-
-class Busy(Exception):
-    """Another process holds the staging lock."""
 
 
 class Artefact(Protocol):
@@ -95,6 +93,9 @@ class Artefact(Protocol):
         """Complete and verify an extracted partial (raise InvalidReleaseError); return the entry and
         the trees to hash at every launch, for the record."""
 
+    def in_use(self, version: Version) -> bool:
+        """Whether a live process runs `version` (its directory must not be replaced under it)."""
+
 
 class RuntimeArtefact:
     """A runtime release: the manifest contract, the host gate and the bundled native deps."""
@@ -108,28 +109,14 @@ class RuntimeArtefact:
     def problem(self, version: Version) -> str | None:
         return staged_problem(self.config, version)
 
+    def in_use(self, version: Version) -> bool:
+        return any(lease.version == version for lease in Leases(self.config.data.leases_dir).live())
+
     def finish(self, partial: Path, version: Version) -> tuple[str, tuple[str, ...]]:
         manifest = _install_native(self.config, partial)
         verify_version_dir(partial, expected=version, shell_version=self.config.shell_version,
                            native_root=self.config.native_root)
         return manifest.entry, manifest.native
-
-
-@contextmanager
-def stage_lock(store: VersionStore, timeout: float = 0) -> Iterator[None]:
-    """The cross-process staging lock of `store`; raises Busy if another process holds it."""
-    store.ensure()
-    lock = filelock.FileLock(str(store.lock_file), timeout=timeout)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise Busy() from None
-    except OSError as exc:
-        raise DataDirError(f"cannot lock {store.lock_file}: {exc.strerror or exc}") from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def is_leftover(name: str) -> bool:
@@ -191,6 +178,9 @@ def _stage_locked(artefact: Artefact, registry: Registry, release: Release,
             moved = point_at(store, version)
             log.info("version %s is already staged%s", version, " (adopted)" if moved else "")
             return StageResult(UpdateOutcome.ALREADY_STAGED, version)
+        if artefact.in_use(version):
+            raise BusyError(f"version {version} does not verify ({problem}) but is running; it is staged again "
+                            "once it has stopped")
         log.warning("re-staging %s: its directory does not verify (%s)", version, problem)
         _set_aside(final)
     partial = _partial_path(store, version)
@@ -268,6 +258,10 @@ class _GrowingFile:
         self._fd: int | None = None
 
     def advance(self, written: int) -> None:
+        if self._fd is None:
+            # Opened by the download's own thread, before its first bytes are reported: the file
+            # exists now and keeps existing for this reader even once it is renamed.
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         with self._cond:
             self._written = written
             self._cond.notify_all()
@@ -320,6 +314,11 @@ def _download_and_extract(artefact: Artefact, registry: Registry, release: Relea
     """Download and extract at once (tar formats): the archive is never read twice. The bytes are
     verified when the download ends; an extraction error counts against the release only if they
     matched (else the download's own, transient, error is raised). Returns (bytes received, extracted)."""
+    stopping = threading.Event()
+
+    def cancelled() -> bool:
+        return stopping.is_set() or (cancel is not None and cancel())
+
     growing = _GrowingFile(archive.with_name(archive.name + ".part"), cancel)
     outcome: dict[str, object] = {}
 
@@ -329,7 +328,7 @@ def _download_and_extract(artefact: Artefact, registry: Registry, release: Relea
 
     def fetch() -> None:
         try:
-            outcome["received"] = registry.download(release, archive, cancel=cancel, progress=progress)
+            outcome["received"] = registry.download(release, archive, cancel=cancelled, progress=progress)
         except BaseException as exc:  # raised in the staging thread once joined
             outcome["error"] = exc
         finally:
@@ -350,11 +349,20 @@ def _download_and_extract(artefact: Artefact, registry: Registry, release: Relea
         pass
     except BaseException as exc:
         failure = exc
+        stopping.set()  # do not wait for the rest of a download whose extraction already failed
     finally:
         thread.join()
         growing.close()
     error = outcome.get("error")
+    if failure is not None and (not isinstance(failure, Exception) or isinstance(failure, CancelledError)):
+        raise failure  # an interrupt or the user's cancel
     if isinstance(error, BaseException):
+        if failure is not None and isinstance(error, CancelledError) and not (cancel is not None and cancel()):
+            # Stopped early because the extraction failed: the bytes were never verified, so this is
+            # not yet the release's fault. The partial download is kept; the next attempt completes it,
+            # verifies it and only then judges the archive.
+            raise DownloadError(f"the archive of {release.version} looked broken before it had fully arrived "
+                                f"({failure}); it is checked again once complete") from None
         raise error  # the bytes were not verified: whatever the extraction said, it is the download's fault
     if failure is not None:
         raise failure
@@ -423,7 +431,8 @@ def _install_native(config: AppConfig, partial: Path) -> RuntimeManifest:
     for name in manifest.native:
         source = config.native_root / name
         if not source.exists():
-            raise ManifestError(f"the runtime needs native dependency {name!r}, which this shell does not bundle")
+            # This shell's doing, not the release's: a newer shell may bundle it (the pin says so).
+            raise NativeDepError(f"the runtime needs native dependency {name!r}, which this shell does not bundle")
         target = partial / name
         try:
             remove_tree(target)
@@ -431,11 +440,23 @@ def _install_native(config: AppConfig, partial: Path) -> RuntimeManifest:
                 shutil.copytree(source, target, symlinks=True)
             else:
                 shutil.copy2(source, target)
+            _make_private(target)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            raise ManifestError(f"cannot install native dependency {name!r}: {exc.strerror or exc}") from None
+            raise StateError(f"cannot install native dependency {name!r}: {exc.strerror or exc}") from None
     return manifest
+
+
+def _make_private(root: Path) -> None:
+    """Modes of a copied native dependency, like everything else in a version: the user's only."""
+    entries = [root] if not root.is_dir() or root.is_symlink() else [root, *(Path(e.path) for e in walk(root))]
+    for path in entries:
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        private = 0o700 if stat.S_ISDIR(st.st_mode) or st.st_mode & 0o111 else 0o600
+        os.chmod(path, private)
 
 
 def release_tag(release: Release) -> str:

@@ -18,6 +18,8 @@ import logging
 import math
 import os
 import secrets
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,25 @@ def atomic_write_bytes(path: Path, data: bytes, *, fault: str | None = None, fau
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+@contextlib.contextmanager
+def locked(path: Path, timeout: float = 30.0) -> Iterator[None]:
+    """Hold the cross-process lock of a state file (`<path>.lock`) for a read-modify-write: two
+    shells on one data dir must not lose each other's changes."""
+    import filelock  # only writers pay for it
+
+    lock = filelock.FileLock(str(path.with_name(path.name + ".lock")), timeout=timeout)
+    try:
+        lock.acquire()
+    except filelock.Timeout as exc:
+        raise StateError(f"timed out waiting for the lock on {path}") from exc
+    except OSError as exc:
+        raise StateError(f"cannot lock {path}: {exc.strerror or exc}") from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def atomic_write_json(path: Path, obj: object, **kwargs: Any) -> None:
     """Write `obj` as JSON (UTF-8, not ASCII-escaped) atomically."""
     text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
@@ -116,7 +137,8 @@ class StateRead:
 def read_state(path: Path, *, max_bytes: int = MAX_STATE_BYTES) -> StateRead:
     """Read a JSON-object state file without following symlinks; say whether it was usable."""
     try:
-        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        # Non-blocking: a FIFO planted under a state file's name must not hang the shell.
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         return StateRead(ReadStatus.MISSING, None)
     except NotADirectoryError:
@@ -126,6 +148,10 @@ def read_state(path: Path, *, max_bytes: int = MAX_STATE_BYTES) -> StateRead:
         log.warning("cannot read %s (%s); treating it as empty", path, reason)
         return StateRead(ReadStatus.UNUSABLE, None)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            log.warning("%s is not a regular file; treating it as empty", path)
+            return StateRead(ReadStatus.UNUSABLE, None)
         with os.fdopen(fd, "rb") as handle:
             raw = handle.read(max_bytes + 1)
     except OSError as exc:

@@ -45,6 +45,7 @@ from desktop.core.launching import (
 from desktop.core.leases import Leases
 from desktop.core.pointer import Pointer, change_pointer, move_pointer_if, read_pointer
 from desktop.core.process import RuntimeProcess, describe_status
+from desktop.core.records import changed_by_runtime, read_record
 from desktop.core.results import (
     Crashed,
     ExitKind,
@@ -57,6 +58,7 @@ from desktop.core.results import (
     Starting,
     Stopped,
 )
+from desktop.core.stagelock import Busy, stage_lock
 from desktop.core.state import ensure_dir
 from desktop.core.tree import remove_tree_quietly
 
@@ -64,6 +66,7 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[RuntimeEvent], None]
 STOP_GRACE_S = 3.0
+STOPPED_FROM_OUTSIDE = frozenset({signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", signal.SIGTERM)})
 STOP_TIMEOUT_S = 5.0
 POLL_S = 0.25
 
@@ -111,7 +114,9 @@ class Supervisor:
         self.last_error: str | None = None
         self._on_output = on_output
         self._listeners: list[Listener] = []
-        self._inbox: collections.deque[tuple[int, _Command]] = collections.deque()
+        # (sequence, command, stop generation when it was sent): a stop() issued after a start was
+        # asked for interrupts that start, however long the supervisor took to get to it.
+        self._inbox: collections.deque[tuple[int, _Command, int]] = collections.deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -125,6 +130,7 @@ class Supervisor:
         self._starting: RuntimeProcess | None = None
         self._restart_at: float | None = None
         self._history = policy.CrashHistory()
+        self._restart_generation = 0
         self._pending_bad: dict[Version, ExitOutcome] = {}
         self._leases = Leases(config.data.leases_dir)
         self._attempts = StartAttempts(config.data.attempt_file, os.getpid())
@@ -167,11 +173,11 @@ class Supervisor:
         """
         self._stop_gen += 1
         generation = self._stop_gen
-        if not self._thread.is_alive():
+        if not self._thread.is_alive() and not self._inbox:
             return True  # never started (or closed): nothing runs
         self._send(_Command.STOP, spawn=False)
         if threading.current_thread() is self._thread:
-            return True
+            return True  # from a listener: the stop is carried out right after the current command
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._stop_done >= generation or not self._thread.is_alive():
@@ -181,9 +187,11 @@ class Supervisor:
             log.warning("the supervisor did not stop in %g s; stopping the runtime directly", timeout)
         if self._stop_done >= generation:
             return True
+        # The supervisor's thread is stuck: SIGTERM the group ourselves. Not SIGKILL: the guardian
+        # needs its grace period to stop what left the group.
         for process in (self._starting, self._current.process if self._current else None):
             if process is not None:
-                process.signal_group(signal.SIGKILL)
+                process.signal_group(signal.SIGTERM)
         return False
 
     def close(self) -> None:
@@ -204,7 +212,7 @@ class Supervisor:
 
     def _send(self, command: _Command, *, spawn: bool = True) -> None:
         self._sent += 1
-        self._inbox.append((self._sent, command))
+        self._inbox.append((self._sent, command, self._stop_gen))
         if spawn and not self._thread.is_alive() and not self._closed and command is not _Command.CLOSE:
             # Never taken by stop(): a signal handler must not wait on a lock.
             with self._spawn_lock:
@@ -230,11 +238,11 @@ class Supervisor:
         try:
             while True:
                 if self._inbox:
-                    seq, command = self._inbox.popleft()
+                    seq, command, generation = self._inbox.popleft()
                     if command is _Command.CLOSE:
                         self._stop_runtime()
                         return
-                    self._handle(command)
+                    self._handle(command, generation)
                     self._mark_handled(seq)
                     continue
                 self._watch()
@@ -248,7 +256,7 @@ class Supervisor:
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
-    def _handle(self, command: _Command) -> None:
+    def _handle(self, command: _Command, generation: int) -> None:
         if command is _Command.STOP:
             generation = self._stop_gen
             self._stop_runtime()
@@ -259,7 +267,7 @@ class Supervisor:
         if command is _Command.START and self._current is not None and self._current.process.poll() is None:
             return
         self._stop_runtime()
-        self._start()
+        self._start(generation=generation)
 
     def _mark_handled(self, seq: int) -> None:
         with self._settled:
@@ -275,7 +283,7 @@ class Supervisor:
             return
         if self._restart_at is not None and now >= self._restart_at:
             self._restart_at = None
-            self._start()
+            self._start(generation=self._restart_generation)
             return
         timeout = POLL_S if current is not None else 3600.0
         if self._restart_at is not None:
@@ -294,8 +302,9 @@ class Supervisor:
             self._settled.notify_all()
 
     # -- starting -------------------------------------------------------------------------
-    def _start(self, target: LaunchTarget | None = None) -> None:
-        generation = self._stop_gen
+    def _start(self, target: LaunchTarget | None = None, *, generation: int) -> None:
+        """Start `target` (or what the launch rules pick); `generation` is the stop generation the start
+        was asked under: any stop() since then interrupts it."""
         self._retry_pending_marks()
         self._leases.clean_stale()
         if target is None:
@@ -373,6 +382,9 @@ class Supervisor:
             while True:
                 if process.ready_payload is not None:
                     return None, process
+                if self._stop_gen != generation:
+                    process.stop(grace=STOP_GRACE_S)
+                    return ExitOutcome(ExitKind.INTERRUPTED, "start interrupted: the shell is stopping"), None
                 tail = tuple(process.stderr_tail)
                 if process.invalid_ready is not None:
                     process.stop(grace=1.0)
@@ -383,11 +395,15 @@ class Supervisor:
                     process.join_readers(1.0)  # the ready line may still be in the pipe
                     if process.ready_payload is not None:
                         return None, process
+                    if self._stop_gen != generation:
+                        return ExitOutcome(ExitKind.INTERRUPTED, "start interrupted: the shell is stopping"), None
+                    if -code in STOPPED_FROM_OUTSIDE:
+                        # A logout or `kill` stopped it (the guardian dies by the stop signal it got):
+                        # not the version's fault.
+                        return ExitOutcome(ExitKind.INTERRUPTED, f"start interrupted: {describe_status(code)} "
+                                           "from outside the shell", code, tuple(process.stderr_tail)), None
                     return ExitOutcome(ExitKind.EXITED, describe_status(code), code, tuple(process.stderr_tail),
                                        process.uptime), None
-                if self._stop_gen != generation:
-                    process.stop(grace=STOP_GRACE_S)
-                    return ExitOutcome(ExitKind.INTERRUPTED, "start interrupted: the shell is stopping"), None
                 now = time.monotonic()
                 if now >= deadline:
                     process.stop(grace=1.0)
@@ -414,6 +430,15 @@ class Supervisor:
         version = target.version
         log.warning("runtime %s failed to start: %s", version, outcome.reason)
         damaged = staged_problem(self.config, version, full=True)
+        if damaged is not None:
+            record = read_record(self.config.data.record_file(version))
+            spawned = time.time() - outcome.uptime - 0.05
+            changed = changed_by_runtime(target.directory, record, spawned) if record is not None else None
+            if changed is not None:
+                # The runtime wrote into its own version directory: that is the release's doing.
+                outcome = ExitOutcome(outcome.kind, f"{outcome.reason}; it changed its own file {changed}",
+                                      outcome.exit_code, outcome.stderr_tail, outcome.uptime)
+                damaged = None
         pointer = read_pointer(self.config.data.pointer_file)
         fallback = self._fallback_for(version, pointer)
         if damaged is not None:
@@ -469,13 +494,17 @@ class Supervisor:
             move_pointer_if(data.pointer_file, version, new)
         except StateError as exc:
             log.warning("cannot move the pointer back from %s: %s", version, exc)
-        damaged = data.versions_dir / f"{version}.damaged-{os.getpid()}"
+        if any(lease.version == version for lease in self._leases.live() if lease.shell_pid != os.getpid()):
+            return  # another shell runs it: the next stage deals with it once it has stopped
         try:
-            os.rename(data.version_dir(version), damaged)
-        except OSError as exc:
+            with stage_lock(data.runtimes):  # never while a stage is at work on it
+                damaged = data.versions_dir / f"{version}.damaged-{os.getpid()}"
+                os.rename(data.version_dir(version), damaged)
+                remove_tree_quietly(damaged)
+        except Busy:
+            log.info("a stage is running; the damaged %s is left for it", version)
+        except (OSError, DesktopError) as exc:
             log.warning("cannot set damaged version %s aside: %s", version, exc)
-            return
-        remove_tree_quietly(damaged)
 
     def _retry_pending_marks(self) -> None:
         for version, outcome in list(self._pending_bad.items()):
@@ -499,6 +528,7 @@ class Supervisor:
 
     # -- after ready ----------------------------------------------------------------------
     def _after_crash(self, current: _Current) -> None:
+        generation = self._stop_gen
         process, target = current.process, current.target
         code = process.poll()
         process.join_readers(1.0)
@@ -512,6 +542,7 @@ class Supervisor:
         if verdict.action is policy.CrashAction.RESTART:
             self._emit(Crashed(target.version, target.source, outcome, verdict.delay))
             self._restart_at = time.monotonic() + verdict.delay
+            self._restart_generation = generation
             return
         self._emit(Crashed(target.version, target.source, outcome, None))
         if verdict.action is policy.CrashAction.GIVE_UP:
@@ -524,7 +555,7 @@ class Supervisor:
                              outcome.stderr_tail, outcome.uptime)
         fallback = self._start_failed_or_fail(target, looped)
         if fallback is not None:
-            self._start(fallback)
+            self._start(fallback, generation=generation)
 
     # -- stopping -------------------------------------------------------------------------
     def _stop_runtime(self) -> None:

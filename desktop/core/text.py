@@ -7,7 +7,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 # C0 and C1 controls and DEL, but not tab; ESC starts ANSI sequences, CR forges lines.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-_URL_WITH_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^/\s@]+)@")
+# Up to the *last* "@" before the path: a password may itself contain "@".
+_URL_WITH_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^/\s?#]*)@")
 
 
 def sanitize_line(text: str) -> str:
@@ -32,6 +33,17 @@ def redact_url(url: str) -> str:
         host = f"[{host}]"
     netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def strip_credentials(url: str) -> str:
+    """`url` without its user:password part at all."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def redact(text: str) -> str:

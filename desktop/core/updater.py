@@ -13,9 +13,10 @@ from desktop.core import policy
 from desktop.core.checkrecord import record_check
 from desktop.core.config import AppConfig
 from desktop.core.download import Cancel, Fetcher
-from desktop.core.errors import DesktopError, StateError, UsageError
+from desktop.core.errors import DesktopError, ManifestError, StateError, UsageError
 from desktop.core.failures import FailureMemory, SkippedVersions
-from desktop.core.launching import load_bad, resolve, trusted_versions
+from desktop.core.launching import load_bad, resolve, staged_problem, trusted_versions
+from desktop.core.leases import Leases
 from desktop.core.pointer import read_pointer
 from desktop.core.registry import Registry, Release
 from desktop.core.results import (
@@ -127,6 +128,7 @@ def update(config: AppConfig, registry: Registry, *, progress: StageProgress | N
                                 bytes_downloaded=received() - start)
         return UpdateReport(UpdateOutcome.UP_TO_DATE, report.current, report, bytes_downloaded=received() - start)
     try:
+        _check_heals(config, release)
         staged = stage(config, registry, release, progress=progress, cancel=cancel)
     except DesktopError as exc:
         kind = policy.classify(exc)
@@ -147,6 +149,26 @@ def update(config: AppConfig, registry: Registry, *, progress: StageProgress | N
         record_check(config, "staged", available=str(release.version))
     return UpdateReport(staged.outcome, staged.version, report, bytes_downloaded=received() - start,
                         delta=staged.delta)
+
+
+MAX_HEALS = 2
+
+
+def _check_heals(config: AppConfig, release: Release) -> None:
+    """A staged version that stops matching its record is staged again (healed); one that keeps
+    doing so changes its own files when it runs, and cannot be verified: it is refused."""
+    if not config.data.version_dir(release.version).exists():
+        return
+    problem = staged_problem(config, release.version)
+    if problem is None or any(lease.version == release.version for lease in Leases(config.data.leases_dir).live()):
+        return  # fine, or running: the stager leaves a running version alone
+    try:
+        heals = FailureMemory(config.data.failures_file).record_heal(release.version, release.artefact_key)
+    except StateError:
+        return
+    if heals > MAX_HEALS:
+        raise ManifestError(f"version {release.version} keeps changing its own files after it is staged "
+                            f"({problem}), so it cannot be verified")
 
 
 def _remember(config: AppConfig, version: Version | None, artefact: str, error: DesktopError) -> bool:

@@ -245,3 +245,42 @@ def test_disk_full_during_a_download_frees_what_it_wrote(server: LoopbackServer,
                          integrity=Integrity("sha512", hashlib.sha512(big).digest()))
     assert list(tiny_disk.iterdir()) == []
     assert os.statvfs(tiny_disk).f_bavail * os.statvfs(tiny_disk).f_frsize > 7 * 1024 * 1024
+
+
+def test_a_server_that_drips_its_headers_is_bounded_by_the_deadline() -> None:
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.wait(0.5):
+                try:
+                    conn.sendall(b"X-Drip: 1\r\n")
+                except OSError:
+                    return
+
+    threading.Thread(target=drip, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with Fetcher(NetConfig(read_timeout=5, document_deadline=3)) as fetcher, \
+                pytest.raises(NetworkError, match="took longer than 3 s"):
+            fetcher.get_document(f"http://127.0.0.1:{listener.getsockname()[1]}/x")
+    finally:
+        stop.set()
+        listener.close()
+    assert time.monotonic() - started < 8, "per-read timeouts never fire while a header line arrives every 0.5 s"
+
+
+def test_redaction_takes_the_whole_userinfo() -> None:
+    from desktop.core.text import redact
+
+    assert redact("at https://alice:p@ss@host.example/x") == "at https://***@host.example/x"
+    assert redact_url("https://alice:p@ss@host.example:8443/x") == "https://***@host.example:8443/x"

@@ -400,3 +400,24 @@ def test_extraction_overlaps_the_download(server: LoopbackServer, publish: Publi
         watcher.join()
     assert (True, True) in seen, "files were being extracted while the archive was still arriving"
     assert verify_staged(config, Version("1.1.0"))
+
+
+def test_a_native_dependency_this_shell_lacks_is_pinned_for_this_shell_only(
+        server: LoopbackServer, npm_config: Config, build_release: Publish) -> None:
+    import json as _json
+
+    from desktop.core.pack import pack_directory
+    from desktop.devtools import derive_runtime
+
+    src = derive_runtime(Path(build_release("1.1.0")).parent / "needs-gpu", "1.1.0")
+    manifest = _json.loads((src / "runtime.json").read_text())
+    manifest["native"] = ["textstats", "gpuhelper"]
+    (src / "runtime.json").write_text(_json.dumps(manifest))
+    archive = src.parent / "needs-gpu.tgz"
+    pack_directory(src, archive)
+    server.publish_npm_package(PACKAGE, "1.1.0", archive)
+    config = npm_config()
+    report = update(config)
+    assert report.outcome is StageOutcome.FAILED and report.pinned and "does not bundle" in str(report.error)
+    pinned = FailureMemory(config.data.failures_file).pinned()[Version("1.1.0")]
+    assert pinned.shell is not None, "a newer shell, which may bundle it, tries the release again"

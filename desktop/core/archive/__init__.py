@@ -58,7 +58,8 @@ Attacks refused (``UnsafeArchiveError``, naming the member), and why:
   ``dest``, or if any special file or setuid/setgid bit is present.
 
 Not taken from the archive: owners, groups, mtimes, and permissions beyond the
-executable bit. Directories are 0o755, files 0o755 when any exec bit was set, else 0o644.
+executable bit. Directories are 0o700, files 0o700 when any exec bit was set, else 0o600: a
+version lives in the user's private data dir.
 
 Formats (see the modules): tar.gz and tar.zst (``_tar``: native decompression, tar framing
 read here, headers parsed by ``tarfile``), zip (``_zip``), 7z (``_sevenzip``, py7zr).
@@ -97,7 +98,7 @@ from desktop.core.archive._tar import (
     precheck_file,
     precheck_zstd,
 )
-from desktop.core.archive._tree import Tree
+from desktop.core.archive._tree import DIR_MODE, Tree
 from desktop.core.archive._zip import extract_zip
 from desktop.core.archive.durable import make_durable
 from desktop.core.errors import DesktopError, DiskSpaceError, UnsafeArchiveError
@@ -300,7 +301,7 @@ def _publish(staging: str, dest: Path) -> None:
         candidate = os.path.join(staging, entries[0])
         if stat.S_ISDIR(os.lstat(candidate).st_mode):
             root = candidate
-    os.chmod(root, 0o755)
+    os.chmod(root, DIR_MODE)
     os.rename(root, dest)
 
 

@@ -44,6 +44,11 @@ _KNOWN_DIRS_CHARS: Final = 8 * 1024 * 1024
 
 Reader = Callable[[memoryview], int]
 
+# Extracted versions live in the user's private data dir: nobody else needs to read them.
+DIR_MODE = 0o700
+EXEC_MODE = 0o700
+FILE_MODE = 0o600
+
 
 class Tree:
     """Checks each member against the tree built so far and the limits, then writes it."""
@@ -191,8 +196,8 @@ class Tree:
                 except FileNotFoundError:
                     if not create:
                         raise unsafe(name, f"parent {show(rel)} does not exist") from None
-                    os.mkdir(p, 0o755)
-                    os.chmod(p, 0o755)
+                    os.mkdir(p, DIR_MODE)
+                    os.chmod(p, DIR_MODE)
                     self._know(rel)
                     continue
             if stat.S_ISLNK(st.st_mode):
@@ -225,8 +230,8 @@ class Tree:
             try:
                 st = os.lstat(p)
             except FileNotFoundError:
-                os.mkdir(p, 0o755)
-                os.chmod(p, 0o755)
+                os.mkdir(p, DIR_MODE)
+                os.chmod(p, DIR_MODE)
                 self._know(rel)
                 return
         if not stat.S_ISDIR(st.st_mode):
@@ -246,7 +251,7 @@ class Tree:
                 self._clear(parts, name)
                 fd = os.open(path, _CREATE, 0o600)
         self.open_fds.add(fd)
-        return FileSink(self, fd, path, name, 0o755 if executable else 0o644)
+        return FileSink(self, fd, path, name, EXEC_MODE if executable else FILE_MODE)
 
     def symlink(self, parts: tuple[str, ...], name: str, target: str) -> None:
         if not parts:

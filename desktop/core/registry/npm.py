@@ -12,12 +12,14 @@ import hashlib
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from desktop.core.digests import Integrity
 from desktop.core.download import Fetcher, check_url
 from desktop.core.errors import RegistryError, StateError, TrustError
 from desktop.core.registry import Cancel, DownloadProgress, Listing, Release
-from desktop.core.state import atomic_write_json, load_fields, read_json_object
+from desktop.core.state import atomic_write_json, load_fields, locked, read_json_object
+from desktop.core.text import strip_credentials
 from desktop.core.versions import parse_version
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ class NpmRegistry:
         releases = self._releases(doc, channel)
         if not document.not_modified and document.etag:
             try:
-                atomic_write_json(self.cache_file, {"etag": document.etag, "document": doc})
+                atomic_write_json(self.cache_file, {"etag": document.etag, "document": _without_credentials(doc)})
             except StateError as exc:
                 log.warning("cannot cache the package document: %s", exc)
         return Listing(releases, not_modified=document.not_modified,
@@ -102,28 +104,52 @@ class NpmRegistry:
 
     def _check_first_seen(self, version: str, integrity: Integrity) -> None:
         """Trust on first use: the bytes of a version never change for this install."""
-        fields = load_fields(self.integrity_file)
-        seen = dict(fields.mapping(self.key))
-        known = seen.get(version)
-        if isinstance(known, str) and known != integrity.sri:
-            raise TrustError(f"the registry now publishes different bytes for {version} than it did before; "
-                             "refusing them (publish a new version instead)")
-        if known is None:
-            seen[version] = integrity.sri
-            obj = dict(fields.obj)
-            obj[self.key] = seen
-            try:
-                atomic_write_json(self.integrity_file, obj)
-            except StateError as exc:
-                log.warning("cannot remember the integrity of %s: %s", version, exc)
+        try:
+            with locked(self.integrity_file):
+                fields = load_fields(self.integrity_file)
+                seen = dict(fields.mapping(self.key))
+                known = seen.get(version)
+                if isinstance(known, str) and known != integrity.sri:
+                    raise TrustError(f"the registry now publishes different bytes for {version} than it did "
+                                     "before; refusing them (publish a new version instead)")
+                if known is None:
+                    seen[version] = integrity.sri
+                    obj = dict(fields.obj)
+                    obj[self.key] = seen
+                    atomic_write_json(self.integrity_file, obj)
+        except StateError as exc:
+            log.warning("cannot remember the integrity of %s: %s", version, exc)
 
     def download(self, release: Release, dest: Path, *, progress: DownloadProgress | None = None,
                  cancel: Cancel | None = None) -> int:
-        return self.fetcher.download(release.url, dest, size=release.size, integrity=release.integrity,
-                                     progress=progress, cancel=cancel)
+        return self.fetcher.download(self._with_credentials(release.url), dest, size=release.size,
+                                     integrity=release.integrity, progress=progress, cancel=cancel)
+
+    def _with_credentials(self, url: str) -> str:
+        """The registry's own credentials for a tarball on the registry's host (never stored)."""
+        mine, theirs = urlsplit(self.url), urlsplit(url)
+        if theirs.username is None and mine.username is not None \
+                and theirs.netloc == mine.netloc.rpartition("@")[2]:
+            return urlunsplit(theirs._replace(netloc=mine.netloc))
+        return url
 
     def close(self) -> None:
         self.fetcher.close()
+
+
+def _without_credentials(doc: dict[str, Any]) -> dict[str, Any]:
+    """The package document as cached: no credentials in any tarball URL."""
+    versions = doc.get("versions")
+    if not isinstance(versions, dict):
+        return doc
+    cleaned = dict(doc)
+    cleaned["versions"] = {}
+    for key, meta in versions.items():
+        dist = meta.get("dist") if isinstance(meta, dict) else None
+        if isinstance(dist, dict) and isinstance(dist.get("tarball"), str):
+            meta = {**meta, "dist": {**dist, "tarball": strip_credentials(dist["tarball"])}}
+        cleaned["versions"][key] = meta
+    return cleaned
 
 
 def _str_or_none(value: object) -> str | None:

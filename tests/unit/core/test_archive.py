@@ -61,7 +61,7 @@ class _Zeros(io.RawIOBase):
 def _default_mode(m: M) -> int:
     if m.mode is not None:
         return m.mode
-    return {"dir": 0o755, "symlink": 0o777}.get(m.kind, 0o644)
+    return {"dir": 0o700, "symlink": 0o777}.get(m.kind, 0o600)
 
 
 def make_tar(path: Path, members: list[M]) -> Path:
@@ -238,15 +238,15 @@ def test_extracts_tree_with_internal_symlink(fmt: str, tmp_path: Path, work: Pat
     dest = work / "dest"
     safe_extract(archive, dest)
     assert tree(dest) == {
-        "bin": ("dir", 0o755),
+        "bin": ("dir", 0o700),
         "bin/data": ("link", "../lib/data.txt"),
-        "bin/run": ("file", 0o755, b"#!/bin/sh\n"),
-        "lib": ("dir", 0o755),
-        "lib/data.txt": ("file", 0o644, b"hello"),
+        "bin/run": ("file", 0o700, b"#!/bin/sh\n"),
+        "lib": ("dir", 0o700),
+        "lib/data.txt": ("file", 0o600, b"hello"),
         "libdir": ("link", "lib"),
-        "runtime.json": ("file", 0o644, b"{}"),
+        "runtime.json": ("file", 0o600, b"{}"),
     }
-    assert stat.S_IMODE(dest.stat().st_mode) == 0o755
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o700
     assert (dest / "bin" / "data").read_bytes() == b"hello"
     assert snapshot(work) == {"dest", *(f"dest/{p}" for p in snapshot(dest))}  # no temp dir left
 
@@ -308,8 +308,8 @@ def test_permissions_are_normalized(fmt: str, tmp_path: Path, work: Path) -> Non
     dest = work / "dest"
     safe_extract(archive, dest)
     modes = {rel: stat.S_IMODE(os.lstat(dest / rel).st_mode) for rel in snapshot(dest)}
-    assert modes == {"d": 0o755, "d/x": 0o755, "d/r": 0o644, "d/w": 0o644, "d/locked": 0o755,
-                     "d/locked/f": 0o644, "other": 0o644}
+    assert modes == {"d": 0o700, "d/x": 0o700, "d/r": 0o600, "d/w": 0o600, "d/locked": 0o700,
+                     "d/locked/f": 0o600, "other": 0o600}
 
 
 def test_tar_hardlink_to_earlier_file_is_kept(tmp_path: Path, work: Path) -> None:
@@ -328,7 +328,7 @@ def test_tar_hardlink_falls_back_to_copy(tmp_path: Path, work: Path, monkeypatch
     archive = make_tar(tmp_path / "a.tgz", [M("a", data=b"payload", mode=0o755), M("b", "hardlink", target="a")])
     safe_extract(archive, work / "dest")
     assert (work / "dest" / "b").read_bytes() == b"payload"
-    assert stat.S_IMODE(os.stat(work / "dest" / "b").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(work / "dest" / "b").st_mode) == 0o700
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -432,7 +432,7 @@ def test_tar_zst_pack_is_reproducible_and_extracts(tmp_path: Path) -> None:
     head = (tmp_path / "a.tar.zst").read_bytes()[:18]
     assert head[:4] == b"\x28\xb5\x2f\xfd" and head[4] & 0x04  # checksummed frame
     safe_extract(tmp_path / "a.tar.zst", tmp_path / "dest")
-    assert stat.S_IMODE((tmp_path / "dest" / "bin" / "run").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "dest" / "bin" / "run").stat().st_mode) == 0o700
     assert os.readlink(tmp_path / "dest" / "run") == "bin/run"
 
 
