@@ -195,6 +195,7 @@ def test_same_size_damage_found_after_a_crash_is_blamed_on_the_disk(
     page = config.data.version_dir(Version("1.1.0")) / "app" / "notes_page.py"
     text = page.read_bytes()
     page.write_bytes(b"raise SystemExit(9)\n".ljust(len(text), b"#"))  # same size: only a full hash sees it
+    time.sleep(0.3)  # damage done well before the start (a runtime's own writes come after it)
     run = supervised(config)
     event = run.start()
     assert isinstance(event, Running) and event.source == "bundled"

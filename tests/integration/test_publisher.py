@@ -316,7 +316,7 @@ def test_a_failure_after_the_check_leaves_the_feed_byte_for_byte_unchanged(
 
 
 KILL_SCRIPT = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 from desktop.core.keys import load_signer
 from desktop.core.publisher import FeedPublisher
@@ -327,8 +327,9 @@ def checkpoint(step):
     with open(log, "a") as out:
         out.write(step + "\\n")
     if len(calls) - 1 == int(stop_at):
-        with open(log + ".stopped", "w") as out:
+        with open(log + ".stopped.tmp", "w") as out:
             out.write(step)
+        os.replace(log + ".stopped.tmp", log + ".stopped")  # never seen half-written
         time.sleep(600)
 FeedPublisher(Path(feed), checkpoint=checkpoint).publish(Path(source), [load_signer(Path(key))])
 """
