@@ -127,8 +127,8 @@ def _arcnames(src: Path, entries: list[_Entry], wrap: str | None) -> list[tuple[
     return [(wrap, top)] + [(f"{wrap}/{e.name}", e) for e in entries]
 
 
-def _write_tar(fh: IO[bytes], members: list[tuple[str, _Entry]], mtime: int) -> None:
-    with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=9) as gz:
+def _write_tar(fh: IO[bytes], members: list[tuple[str, _Entry]], mtime: int, compresslevel: int = 9) -> None:
+    with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=compresslevel) as gz:
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tf:
             for arcname, entry in members:
                 info = tarfile.TarInfo(arcname)
@@ -208,12 +208,13 @@ def _write_7z(fh: IO[bytes], members: list[tuple[str, _Entry]], mtime: int) -> N
 _WRITERS: Final = {"tar.gz": _write_tar, "zip": _write_zip, "7z": _write_7z}
 
 
-def pack_directory(src: Path, out: Path, fmt: str = "tar.gz", wrap: str | None = "package") -> None:
+def pack_directory(src: Path, out: Path, fmt: str = "tar.gz", wrap: str | None = "package", *,
+                   compresslevel: int = 9) -> None:
     """Pack `src` into `out` (fmt "tar.gz", "zip" or "7z"), members under `wrap/` if given.
 
-    Same input tree -> byte-identical output. Raises UnsafeArchiveError for symlinks that
-    point outside `src` (or are absolute) and for special files, ValueError for a bad
-    `fmt` or `wrap`.
+    Same input tree (and `compresslevel`, for tar.gz) -> byte-identical output. Raises
+    UnsafeArchiveError for symlinks that point outside `src` (or are absolute) and for special
+    files, ValueError for a bad `fmt` or `wrap`.
     """
     if fmt not in _WRITERS:
         raise ValueError(f"unsupported archive format {fmt!r} (expected one of {', '.join(FORMATS)})")
@@ -228,7 +229,10 @@ def pack_directory(src: Path, out: Path, fmt: str = "tar.gz", wrap: str | None =
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
         with os.fdopen(fd, "w+b") as fh:
-            writer(fh, members, mtime)
+            if fmt == "tar.gz":
+                _write_tar(fh, members, mtime, compresslevel)
+            else:
+                writer(fh, members, mtime)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
