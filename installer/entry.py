@@ -2,7 +2,8 @@
 
 `desktop --run-runtime ENTRY [ARGS...]` (what `{python}` expands to in the frozen app) and
 `desktop --guard ...` (the process guardian, desktop/core/guardian.py) are dispatched before
-the CLI, argparse or Qt are imported, so a runtime starts fast; everything else goes to `desktop.cli.main`, exactly like the `desktop` console script.
+the CLI, argparse or Qt are imported, so a runtime starts fast; everything else goes to
+`desktop.cli.main`, exactly like the `desktop` console script.
 """
 
 from __future__ import annotations
