@@ -159,12 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
     shell_publish.add_argument("--notes", default="", metavar="TEXT", help="release notes")
     shell_publish.add_argument("--format", choices=("tar.gz", "zip"), default="tar.gz",
                                help="archive format when BUILD is a directory")
-    # Run by the launcher (installer/launcher.sh) in the installed shell; not for people.
-    failed = sub.add_parser("shell-failed", parents=[common])  # no help: not listed
-    failed.set_defaults(handler=cmd_shell_failed)
-    failed.add_argument("version", metavar="VERSION")
-    failed.add_argument("--exit-code", type=int, required=True)
-    failed.add_argument("--stderr-file", metavar="FILE")
     return parser
 
 
@@ -649,15 +643,6 @@ def cmd_publish_shell(args: argparse.Namespace) -> Rendered:
                      "sha256": done.sha256, "length": done.length, "unchanged": done.unchanged,
                      "warnings": list(done.warnings)},
                     f"{verb} app {done.version} ({done.channel}, {done.rollout:g}%) as {done.name}")
-
-
-def cmd_shell_failed(args: argparse.Namespace) -> Rendered:
-    """The launcher's request: record that a shell failed to start; print the version to start instead."""
-    failure = Shell.record_shell_failure(args.version, exit_code=args.exit_code,
-                                         stderr_file=Path(args.stderr_file) if args.stderr_file else None)
-    return Rendered({"version": str(failure.version), "reason": failure.reason, "marked_bad": failure.marked_bad,
-                     "damaged": failure.damaged, "fallback": str(failure.fallback),
-                     "fallback_source": failure.fallback_source}, str(failure.fallback))
 
 
 class ProgressPrinter:

@@ -8,9 +8,13 @@
 #
 # - The shell writes the file named in DESKTOP_HEALTH_MARK once it is healthy (window up, or
 #   command reached). A shell that exits before that has crashed at startup, unless it exited 0
-#   or was stopped (SIGINT, SIGTERM, SIGHUP to it or to this launcher): then the installed shell
-#   (known good) records it (`desktop shell-failed`: bad mark, pointer back) and names the
-#   fallback, which is started with the same arguments. The installed shell is never blamed.
+#   or was stopped (SIGINT, SIGTERM, SIGHUP to it or to this launcher). Then the fallback is
+#   started with the same arguments: the pointer's last known-good as it was when this launch
+#   began, else the installed shell. The crash is blamed only once a fallback starts healthy in
+#   the same environment: that shell records it (bad mark, pointer moved to itself) from the list
+#   in DESKTOP_FAILED_SHELLS. If even the installed shell fails, nothing is marked: the cause is
+#   this machine (no display, a missing library), not a release. The installed shell is never
+#   blamed.
 # - A healthy shell that exits with 85 asks for a restart ("Restart to update"): the pointer's
 #   shell is started again.
 # - SIGTERM and SIGHUP are forwarded to the shell. SIGINT is only noted: a terminal sends it to
@@ -106,6 +110,28 @@ trap 'signalled=INT' INT
 # An asynchronous command gets /dev/null as stdin; the shell gets ours.
 exec 3<&0
 
+cleanup() { rm -f "$health/$$."*; }
+# The fallback is chosen from what the pointer said when this launch began, never re-read: a
+# stage running meanwhile may have moved it.
+first_lkg=$(field "$root/current.json" last_known_good)
+failed_list=$health/$$.failed  # "<version> <exit status> <start number>" per crash in this launch
+
+failed_before() {
+  [ -f "$failed_list" ] && awk -v v="$1" '$1 == v { found = 1 } END { exit !found }' "$failed_list"
+}
+
+fallback_for() {
+  for candidate in "$first_lkg" "$installed"; do
+    if [ -n "$candidate" ] && [ "$candidate" != "$1" ] && startable "$candidate" &&
+      { [ "$candidate" = "$installed" ] || ! is_bad "$candidate"; } &&
+      ! failed_before "$candidate"; then
+      printf '%s\n' "$candidate"
+      return
+    fi
+  done
+  printf '%s\n' "$installed"
+}
+
 target=$(choose)
 starts=0
 while :; do
@@ -117,14 +143,16 @@ while :; do
   fifo=$tag.fifo
   rm -f "$mark" "$errlog" "$fifo" "$tag.tee"
   note "start $target (launcher pid $$, start $starts)"
+  failed_env=
+  if [ -s "$failed_list" ]; then failed_env=$failed_list; fi
   # The shell's stderr goes to ours as usual and, through tee, to errlog for a crash report.
   if mkfifo "$fifo" 2>/dev/null; then
     : >"$tag.tee"
     (tee "$errlog" <"$fifo" >&2; rm -f "$tag.tee") &
-    DESKTOP_INSTALL_ROOT=$root DESKTOP_HEALTH_MARK=$mark DESKTOP_LAUNCHER=$self \
+    DESKTOP_INSTALL_ROOT=$root DESKTOP_HEALTH_MARK=$mark DESKTOP_LAUNCHER=$self DESKTOP_FAILED_SHELLS=$failed_env \
       "$root/shells/$target/$exe" "$@" <&3 2>"$fifo" 3<&- &
   else
-    DESKTOP_INSTALL_ROOT=$root DESKTOP_HEALTH_MARK=$mark DESKTOP_LAUNCHER=$self \
+    DESKTOP_INSTALL_ROOT=$root DESKTOP_HEALTH_MARK=$mark DESKTOP_LAUNCHER=$self DESKTOP_FAILED_SHELLS=$failed_env \
       "$root/shells/$target/$exe" "$@" <&3 3<&- &
   fi
   child=$!
@@ -141,19 +169,33 @@ while :; do
   if [ -f "$mark" ]; then
     rm -f "$mark" "$errlog"
     note "shell $target was healthy; exit $code"
+    if [ -s "$failed_list" ]; then
+      rm -f "$failed_list"  # recorded by the healthy shell
+    fi
     if [ "$code" = "$RESTART_CODE" ] && [ -z "$signalled" ] && [ "$starts" -lt "$MAX_STARTS" ]; then
+      first_lkg=$(field "$root/current.json" last_known_good)
       target=$(choose)
       continue
     fi
+    cleanup
     exit "$code"
   fi
   case $code in
     0 | 129 | 130 | 143) stopped=yes ;;  # a clean exit, or SIGHUP/SIGINT/SIGTERM: not a crash
     *) stopped= ;;
   esac
-  if [ -n "$signalled" ] || [ -n "$stopped" ] || [ "$target" = "$installed" ] || [ "$starts" -ge "$MAX_STARTS" ]; then
+  if [ -n "$signalled" ] || [ -n "$stopped" ] || [ "$starts" -ge "$MAX_STARTS" ]; then
     note "shell $target exited $code before it was healthy${signalled:+ (stopped by SIG$signalled)}; not blamed"
-    rm -f "$errlog"
+    cleanup
+    exit "$code"
+  fi
+  if [ "$target" = "$installed" ]; then
+    note "the installed shell $target exited $code before it was healthy"
+    if [ -s "$failed_list" ]; then
+      say "the installed version $installed failed to start too (exit status $code); nothing was marked bad:" \
+        "the cause looks like this computer's, not the app's"
+    fi
+    cleanup
     exit "$code"
   fi
   # Let tee finish copying what the shell wrote before it died (at most about 2 s).
@@ -162,16 +204,9 @@ while :; do
     sleep 0.1 2>/dev/null || sleep 1
     tries=$((tries + 1))
   done
-  note "shell $target exited $code before it was healthy: crashed at startup"
-  next=$(DESKTOP_INSTALL_ROOT=$root "$root/shells/$installed/$(executable_of "$installed")" \
-    shell-failed "$target" --exit-code "$code" --stderr-file "$errlog" </dev/null 2>>"$log")
-  next=$(printf '%s\n' "$next" | sed -n '$p')
-  if ! valid_version "$next" || ! startable "$next" || [ "$next" = "$target" ]; then
-    note "the installed shell could not record the failure of $target; starting the installed shell"
-    next=$installed
-  fi
-  rm -f "$errlog"
+  printf '%s %s %s\n' "$target" "$code" "$starts" >>"$failed_list"
+  next=$(fallback_for "$target")
+  note "shell $target exited $code before it was healthy: crashed at startup; falling back from $target to $next"
   say "version $target of the app failed to start (exit status $code); starting $next instead"
-  note "falling back from $target to $next"
   target=$next
 done

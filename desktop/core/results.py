@@ -395,11 +395,11 @@ class AppUpdateReport:
 
 @dataclass(frozen=True)
 class ShellFailure:
-    """A shell that failed to start, as recorded for the launcher, and the shell to start instead."""
+    """A shell that failed to start, recorded by the shell that then started healthy instead."""
 
     version: Version
     reason: str
     marked_bad: bool
     damaged: bool  # its files no longer matched its record: set aside to be staged again, not blamed
-    fallback: Version
+    fallback: Version  # the shell that started healthy instead
     fallback_source: str  # "last known-good" or "installed"

@@ -40,7 +40,6 @@ from desktop.core.results import (
     PolicyInfo,
     Progress,
     RollbackReport,
-    ShellFailure,
     ShellInfo,
     ShellUpdateReport,
     StatusReport,
@@ -283,21 +282,6 @@ class Shell:
         if install is None:
             raise UsageError("this copy of the app is not a per-user install: it has no shells of its own")
         return tuple(str(v) for v in clear_bad(install, parsed))
-
-    @staticmethod
-    def record_shell_failure(version: str, *, exit_code: int, stderr_file: Path | None = None) -> ShellFailure:
-        """For the launcher: shell `version` exited with `exit_code` before it was healthy. Marks it bad
-        (or sets a damaged copy aside), moves the shell pointer back, and says which shell to start."""
-        from desktop.core.install.failure import read_tail, record_failure
-        from desktop.core.install.root import find_install_root
-
-        parsed = parse_version(version)
-        if parsed is None:
-            raise UsageError(f"{version!r} is not a valid version")
-        install = find_install_root()
-        if install is None:
-            raise StateError("no install root: shell-failed is run by the launcher of a per-user install")
-        return record_failure(install, parsed, exit_code=exit_code, stderr_tail=read_tail(stderr_file))
 
     @staticmethod
     def report_healthy() -> bool:

@@ -30,7 +30,7 @@ import pytest
 
 from desktop import buildinfo
 from desktop.core.tree import walk
-from tests.support.built_app import DIST, SHELL_VERSION, accent_pixels, app_env
+from tests.support.built_app import DIST, REPO_ROOT, SHELL_VERSION, accent_pixels, app_env
 from tests.support.feed import Feed
 from tests.support.installs import desktop_entry_exec
 from tests.support.server import LoopbackServer
@@ -115,7 +115,7 @@ def publish_shell(installed: Installed, build: Path) -> tuple[dict[str, object],
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "desktop", "publish-shell", str(archive), "--feed",
                              str(installed.feed.root), "--key", str(installed.feed.key.private_path), "--json"],
-                            capture_output=True, text=True, timeout=600, check=False)
+                            capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, check=False)
     assert result.returncode == 0, result.stderr
     archive.unlink()
     return json.loads(result.stdout), time.monotonic() - started

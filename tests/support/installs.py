@@ -2,10 +2,9 @@
 
 A fake shell build has what a frozen one has where the launcher and the stager look
 (`_internal/build-info.json`, an executable `desktop` at the top), and a `desktop` that is a
-small sh script: tests decide how each version behaves (write the health mark or not, exit
-with some code, read stdin, sleep). The installed version's `desktop` can run the real CLI from
-the source tree (`python -m desktop "$@"`), so what it records for the launcher is the product's
-own code.
+small sh script: tests decide how each version behaves (report healthy or not, exit with some
+code, read stdin, sleep). Reporting healthy (HEALTHY) runs the product's own code, so the crash
+records and pointer moves the launcher tests see are the real ones.
 """
 
 from __future__ import annotations
@@ -22,22 +21,23 @@ LAUNCHER = REPO_ROOT / "installer" / "launcher.sh"
 INSTALL_SH = REPO_ROOT / "installer" / "install.sh"
 UNINSTALL_SH = REPO_ROOT / "installer" / "uninstall.sh"
 
-# sh that makes the fake shell the real CLI: what the installed shell runs for `shell-failed`.
-REAL_CLI = f'cd {shlex.quote(str(REPO_ROOT))} && exec {shlex.quote(sys.executable)} -m desktop "$@"'
-HEALTHY = ': > "$DESKTOP_HEALTH_MARK"'
+# sh for "this shell is healthy now": the product's own report_healthy, as the version whose
+# directory the fake executable is in (records earlier crashes of the launch, commits the pointer).
+_HEALTHY_CODE = (f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); from packaging.version import Version; "
+                 "from desktop.core.install import health; health.take_from_environment(); "
+                 "health.report_healthy(Version(sys.argv[1]))")
+HEALTHY = f'{shlex.quote(sys.executable)} -c {shlex.quote(_HEALTHY_CODE)} "$(basename "$(dirname "$0")")"'
 
 
 def fake_build(directory: Path, version: str, body: str = f"{HEALTHY}\nexit 0", *,
                platform: str | None = None, extra: dict[str, bytes] | None = None) -> Path:
     """A build directory whose `desktop` runs `body` (sh). The body sees "$@" and the launcher's
-    environment; `shell-failed` always goes to the real CLI."""
+    environment."""
     (directory / buildinfo.INTERNAL_DIR).mkdir(parents=True)
     info = buildinfo.BuildInfo(version=version, platform=platform or buildinfo.platform_tag())
     buildinfo.path_in(directory).write_bytes(info.dumps())
     exe = directory / "desktop"
-    exe.write_text("#!/bin/sh\n"
-                   f'if [ "${{1:-}}" = shell-failed ]; then {REAL_CLI}; fi\n'
-                   f"{body}\n")
+    exe.write_text(f"#!/bin/sh\n{body}\n")
     exe.chmod(0o755)
     (directory / "desktop-shell.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>\n')
     (directory / "desktop-shell.desktop").write_text(

@@ -1,12 +1,18 @@
-"""A shell that crashed at startup, recorded by the installed shell on the launcher's behalf.
+"""Shells that crashed at startup, recorded by the shell that then started healthy instead.
 
-The launcher (a POSIX sh script) cannot write the state files; it runs the installed shell
-(`desktop shell-failed VERSION --exit-code N --stderr-file F`), which is known good, and starts
-whatever version that prints. The rules are the runtime's: blame the shell that actually ran
-(the launcher names it), never the installed one; a build that no longer matches its staging
-record was damaged on disk, so it is set aside to be staged again rather than marked bad;
-move the pointer back only once the bad mark is written, and only if it still names the failed
-shell; choose the fallback explicitly (last known-good, else the installed shell).
+The launcher (a POSIX sh script) cannot write the state files. When a shell exits before its
+health mark, the launcher starts the fallback (the pointer's last known-good, else the installed
+shell) and lists the crash in the file named by DESKTOP_FAILED_SHELLS. Only when a fallback then
+starts healthy in the same environment are the crashes blamed on their shells: that shell
+records them here. If even the installed shell fails, nothing is marked: the cause is the
+machine (no display, a missing system library), and marking every shell bad for it would leave
+the user stuck on the installed one once the machine is fixed.
+
+The rules are the runtime's: blame the shell that actually ran (the launcher names it), never
+the installed one; a build that no longer matches its staging record was damaged on disk, so it
+is set aside to be staged again rather than marked bad; move the pointer only once the bad mark
+is written, and only if it still names the failed shell; the new pointer is the shell that
+proved healthy (chosen by the launcher from the pointer as it was when the launch began).
 """
 
 from __future__ import annotations
@@ -20,16 +26,15 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from desktop.core import policy
 from desktop.core.badlist import BadVersions, bounded_tail
 from desktop.core.errors import StateError
 from desktop.core.install.artefact import ShellArtefact
 from desktop.core.install.root import InstallRoot
-from desktop.core.launching import trusted_versions
-from desktop.core.pointer import Pointer, move_pointer_if, read_pointer
+from desktop.core.pointer import Pointer, move_pointer_if
 from desktop.core.results import ShellFailure
 from desktop.core.state import fsync_dir
 from desktop.core.tree import remove_tree_quietly
+from desktop.core.versions import parse_version
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +73,16 @@ def read_tail(path: Path | None) -> list[str]:
 
 
 def record_failure(install: InstallRoot, version: Version, *, exit_code: int, stderr_tail: list[str],
-                   artefact: ShellArtefact | None = None) -> ShellFailure:
-    """Record that shell `version` failed to start; returns the fallback to start now."""
+                   started: Version, artefact: ShellArtefact | None = None) -> ShellFailure:
+    """Record that shell `version` failed to start where shell `started` then started healthy."""
     installed = install.installed_version()
     if installed is None:
         raise StateError(f"{install.installed_file} names no installed shell")
     reason = describe_exit(exit_code)
-    if version == installed:
-        # The installed shell is the last resort: never marked bad, nothing else to start.
-        return ShellFailure(version, reason, False, False, installed, "installed")
+    source = "installed" if started == installed else "last known-good"
+    if version in (installed, started):
+        # The installed shell is the last resort: never marked bad.
+        return ShellFailure(version, reason, False, False, started, source)
     artefact = artefact or ShellArtefact(install)
     damage = artefact.problem(version) if install.shell_dir(version).is_dir() else None
     marked = damaged = False
@@ -91,21 +97,40 @@ def record_failure(install: InstallRoot, version: Version, *, exit_code: int, st
         except StateError as exc:
             # The pointer stays: the next start fails again and the mark is retried then.
             log.warning("cannot mark shell %s bad: %s", version, exc)
-    pointer = read_pointer(install.pointer_file)
-    bad = BadVersions(install.bad_file).load()
-    trusted = trusted_versions(pointer)
-    fallback = policy.choose_fallback(version, pointer, bundled=installed,
-                                      is_bad=lambda v: bad.is_bad(v, trusted=trusted),
-                                      usable=lambda v: artefact.problem(v) is None)
     if marked or damaged:
         try:
             move_pointer_if(install.pointer_file, version,
-                            Pointer(fallback, known_good=True) if fallback is not None else None)
+                            Pointer(started, known_good=True) if started != installed else None)
         except StateError as exc:
             log.warning("cannot move the shell pointer back: %s", exc)
-    if fallback is None:
-        return ShellFailure(version, reason, marked, damaged, installed, "installed")
-    return ShellFailure(version, reason, marked, damaged, fallback, "last known-good")
+    return ShellFailure(version, reason, marked, damaged, started, source)
+
+
+def record_launch_failures(install: InstallRoot, listing: Path, started: Version) -> list[ShellFailure]:
+    """Record the crashes the launcher listed (`<version> <exit status> <start number>` per line, with
+    each start's stderr in `<pid>.<start number>.stderr` beside the list); `started` is this shell."""
+    if listing.parent.resolve() != install.health_dir.resolve() or not listing.name.endswith(".failed"):
+        log.warning("ignoring a list of failed shells outside %s", install.health_dir)
+        return []
+    prefix = listing.name[: -len(".failed")]
+    try:
+        fd = os.open(listing, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            text = os.read(fd, 64 * 1024).decode("ascii", "replace")
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        log.warning("cannot read the failed shells %s: %s", listing, exc.strerror or exc)
+        return []
+    recorded: list[ShellFailure] = []
+    for line in text.splitlines():
+        parts = line.split()
+        version = parse_version(parts[0]) if len(parts) == 3 else None
+        if version is None or not parts[1].isdigit() or not parts[2].isdigit():
+            continue
+        tail = read_tail(listing.with_name(f"{prefix}.{int(parts[2])}.stderr"))
+        recorded.append(record_failure(install, version, exit_code=int(parts[1]), stderr_tail=tail, started=started))
+    return recorded
 
 
 def _set_aside(directory: Path) -> bool:

@@ -8,8 +8,10 @@ other than by a stop signal, crashed at startup: the launcher has it marked bad 
 fallback. The path is taken out of the environment at once so that no child process (the
 guardian, a runtime, another shell) can write it.
 
-Writing the mark also commits the shell: if this process runs the shell the pointer names,
-the pointer becomes known-good (the previous one stays its fallback until then).
+Writing the mark also records the shells that crashed before this one in the same launch
+(DESKTOP_FAILED_SHELLS, see install/failure.py): this shell started healthy where they did not,
+so they are to blame. And it commits the shell: if this process runs the shell the pointer
+names, the pointer becomes known-good (the previous one stays its fallback until then).
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from desktop.core.errors import StateError
+from desktop.core.errors import DesktopError, StateError
 from desktop.core.install.root import HEALTH_MARK_ENV, LAUNCHER_ENV, InstallRoot, find_install_root, running_from
 from desktop.core.pointer import Pointer, change_pointer
 from desktop.core.state import atomic_write_json
 
 log = logging.getLogger(__name__)
 
+FAILED_SHELLS_ENV = "DESKTOP_FAILED_SHELLS"
+
 _pending: list[Path] = []  # the mark this process still has to write (at most one)
+_failed: list[Path] = []  # the launcher's list of shells that crashed before this one
 
 
 def take_from_environment() -> Path | None:
@@ -42,28 +47,46 @@ def take_from_environment() -> Path | None:
     if os.environ.get(LAUNCHER_ENV) and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     value = os.environ.pop(HEALTH_MARK_ENV, None)
+    failed = os.environ.pop(FAILED_SHELLS_ENV, None)
+    _failed.clear()
     if not value:
         return None
     path = Path(value)
     _pending.clear()
     _pending.append(path)
+    if failed:
+        _failed.append(Path(failed))
     return path
 
 
-def report_healthy() -> bool:
-    """Write the health mark (once) and commit the running shell; True if a mark was written now."""
+def report_healthy(running: Version | None = None) -> bool:
+    """Write the health mark (once), record the shells that crashed before this one, and commit the
+    running shell (`running`: this shell's version, by default from where its executable lies).
+    True if a mark was written now."""
     if not _pending:
         return False
     mark = _pending.pop()
     from desktop import __version__
 
+    install = find_install_root()
+    if install is not None and running is None:
+        running = running_from(install.root)
+    if install is not None and running is not None and _failed:
+        from desktop.core.install.failure import record_launch_failures
+
+        try:
+            for failure in record_launch_failures(install, _failed.pop(), running):
+                log.warning("shell %s %s; %s", failure.version, failure.reason,
+                            "marked bad" if failure.marked_bad else
+                            "set aside to be staged again" if failure.damaged else "not marked")
+        except (DesktopError, OSError) as exc:
+            # This shell is healthy all the same; the crash is seen again at the next start.
+            log.warning("cannot record the shells that failed to start: %s", exc)
     try:
-        atomic_write_json(mark, {"version": __version__, "pid": os.getpid(), "time": time.time()})
+        atomic_write_json(mark, {"version": str(running or __version__), "pid": os.getpid(), "time": time.time()})
     except StateError as exc:
         log.warning("cannot write the health mark: %s", exc)
         return False
-    install = find_install_root()
-    running = running_from(install.root) if install is not None else None
     if install is not None and running is not None:
         commit(install, running)
     return True

@@ -13,13 +13,13 @@ import logging
 import os
 import secrets
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from packaging.version import Version
 
 from desktop.core import policy
 from desktop.core.badlist import BadVersions
 from desktop.core.config import AppConfig
-from desktop.core.download import Fetcher
 from desktop.core.errors import DesktopError, StateError
 from desktop.core.failures import FailureMemory
 from desktop.core.install.artefact import ShellArtefact
@@ -38,10 +38,15 @@ from desktop.core.results import (
     ShellUpdates,
     UpdateOutcome,
 )
-from desktop.core.stager import Busy, clean_partials, stage_artefact, stage_lock
 from desktop.core.state import fsync_dir
 from desktop.core.text import one_line
 from desktop.core.tree import remove_tree_quietly
+
+if TYPE_CHECKING:
+    from desktop.core.download import Fetcher
+
+# The stager and the fetcher (httpx, the archive formats) are imported where they are used:
+# `status` reads this module's info() and must stay cheap.
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +107,7 @@ def update(config: AppConfig, fetcher: Fetcher, *, progress: Callable[[Progress]
     if updates is not ShellUpdates.AVAILABLE or install is None:
         return ShellUpdateReport(UpdateOutcome.DISABLED, None, updates, reason)
     from desktop.core.registry.feed import FeedRegistry
+    from desktop.core.stager import Busy, stage_artefact
     from desktop.core.updater import install_id
 
     start = fetcher.bytes_received
@@ -184,6 +190,8 @@ def running_shells(install: InstallRoot) -> set[Version]:
 def collect_garbage(install: InstallRoot, running: Version | None = None, keep_extra: int = 1) -> list[str]:
     """Remove old shells nobody needs: never the installed one, the pointer's, its last known-good or
     one a process runs; bad ones first; `keep_extra` other good ones stay. Raises Busy while staging."""
+    from desktop.core.stager import clean_partials, stage_lock
+
     removed: list[str] = []
     store = install.store
     with stage_lock(store):

@@ -20,7 +20,7 @@ from desktop.core.digests import Integrity
 from desktop.core.errors import ManifestError
 from desktop.core.install import health
 from desktop.core.install.artefact import ShellArtefact, verify_build
-from desktop.core.install.failure import describe_exit, read_tail, record_failure
+from desktop.core.install.failure import describe_exit, read_tail, record_failure, record_launch_failures
 from desktop.core.install.root import (
     HEALTH_MARK_ENV,
     INSTALL_ROOT_ENV,
@@ -219,7 +219,7 @@ def test_under_the_launcher_sigint_is_restored(monkeypatch: pytest.MonkeyPatch) 
         signal.signal(signal.SIGINT, previous)
 
 
-# -- what the launcher asks the installed shell to record -----------------------------------------
+# -- what the shell that started healthy records for the launcher ---------------------------------
 
 @pytest.fixture
 def install(tmp_path: Path) -> InstallRoot:
@@ -230,25 +230,32 @@ def install(tmp_path: Path) -> InstallRoot:
     return InstallRoot(root)
 
 
-def test_the_failed_shell_is_marked_and_the_pointer_moves_to_its_last_known_good(install: InstallRoot) -> None:
-    failure = record_failure(install, V("1.2.0"), exit_code=255, stderr_tail=["[PYI-1:ERROR] no libpython"])
+def test_the_failed_shell_is_marked_and_the_pointer_moves_to_the_shell_that_started(install: InstallRoot) -> None:
+    failure = record_failure(install, V("1.2.0"), exit_code=255, stderr_tail=["[PYI-1:ERROR] no libpython"],
+                             started=V("1.1.0"))
     assert (failure.fallback, failure.fallback_source, failure.marked_bad, failure.damaged) == (
         V("1.1.0"), "last known-good", True, False)
     entry = BadVersions(install.bad_file).load().entries[V("1.2.0")]
     assert (entry.exit_code, entry.stderr_tail) == (255, ("[PYI-1:ERROR] no libpython",))
-    assert read_pointer(install.pointer_file) == Pointer(V("1.1.0"), known_good=True,
-                                                          updated_at=read_pointer(install.pointer_file).updated_at)  # type: ignore[union-attr]
+    pointer = read_pointer(install.pointer_file)
+    assert pointer is not None and (pointer.version, pointer.known_good) == (V("1.1.0"), True)
+
+
+def test_when_the_installed_shell_started_the_pointer_goes(install: InstallRoot) -> None:
+    record_failure(install, V("1.2.0"), exit_code=1, stderr_tail=[], started=V("1.0.0"))
+    assert read_pointer(install.pointer_file) is None
 
 
 def test_the_pointer_moves_back_only_if_it_still_names_the_failed_shell(install: InstallRoot) -> None:
     write_pointer(install.pointer_file, Pointer(V("1.3.0"), last_known_good=V("1.1.0")))  # a stage moved it
-    failure = record_failure(install, V("1.2.0"), exit_code=1, stderr_tail=[])
+    failure = record_failure(install, V("1.2.0"), exit_code=1, stderr_tail=[], started=V("1.1.0"))
     assert failure.marked_bad and read_pointer(install.pointer_file).version == V("1.3.0")  # type: ignore[union-attr]
 
 
-def test_the_installed_shell_is_never_marked(install: InstallRoot) -> None:
-    failure = record_failure(install, V("1.0.0"), exit_code=1, stderr_tail=[])
-    assert (failure.marked_bad, failure.fallback) == (False, V("1.0.0"))
+def test_the_installed_shell_and_the_healthy_one_are_never_marked(install: InstallRoot) -> None:
+    for version in ("1.0.0", "1.1.0"):
+        failure = record_failure(install, V(version), exit_code=1, stderr_tail=[], started=V("1.1.0"))
+        assert not failure.marked_bad
     assert not install.bad_file.exists()
 
 
@@ -257,24 +264,38 @@ def test_a_damaged_shell_is_set_aside_not_blamed(install: InstallRoot) -> None:
     write_record(install.store.record_file(V("1.2.0")),
                  build_record(V("1.2.0"), directory, "desktop", ("_internal/build-info.json",)))
     (directory / "desktop").write_text("#!/bin/sh\n")  # truncated on disk after staging
-    failure = record_failure(install, V("1.2.0"), exit_code=139, stderr_tail=[])
+    failure = record_failure(install, V("1.2.0"), exit_code=139, stderr_tail=[], started=V("1.1.0"))
     assert (failure.damaged, failure.marked_bad, failure.fallback) == (True, False, V("1.1.0"))
     assert not directory.exists() and not list(install.shells_dir.glob(".*"))
     assert not install.bad_file.exists()
     assert read_pointer(install.pointer_file).version == V("1.1.0")  # type: ignore[union-attr]
 
 
-def test_when_the_mark_cannot_be_written_the_pointer_stays_and_the_fallback_still_runs(
-        install: InstallRoot, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_when_the_mark_cannot_be_written_the_pointer_stays(install: InstallRoot,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from desktop.core.errors import StateError
 
     def full(*args: object, **kwargs: object) -> None:
         raise StateError("disk full")
 
     monkeypatch.setattr(BadVersions, "mark", full)
-    failure = record_failure(install, V("1.2.0"), exit_code=1, stderr_tail=[])
-    assert (failure.marked_bad, failure.fallback) == (False, V("1.1.0"))
+    failure = record_failure(install, V("1.2.0"), exit_code=1, stderr_tail=[], started=V("1.1.0"))
+    assert not failure.marked_bad
     assert read_pointer(install.pointer_file).version == V("1.2.0")  # type: ignore[union-attr]
+
+
+def test_the_launchers_list_is_read_defensively(install: InstallRoot, tmp_path: Path) -> None:
+    health_dir = install.health_dir
+    health_dir.mkdir()
+    (health_dir / "77.1.stderr").write_text("boom\n")
+    listing = health_dir / "77.failed"
+    listing.write_text("1.2.0 255 1\n../../x 1 2\n1.1.0 notanumber 3\ngarbage\n")
+    failures = record_launch_failures(install, listing, V("1.1.0"))
+    assert [(str(f.version), f.marked_bad) for f in failures] == [("1.2.0", True)]
+    assert BadVersions(install.bad_file).load().entries[V("1.2.0")].stderr_tail == ("boom",)
+    elsewhere = tmp_path / "77.failed"
+    elsewhere.write_text("1.1.0 1 1\n")
+    assert record_launch_failures(install, elsewhere, V("1.0.0")) == []
 
 
 def test_exit_statuses_in_words_and_a_bounded_stderr_tail(tmp_path: Path) -> None:

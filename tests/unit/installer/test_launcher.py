@@ -1,12 +1,11 @@
 """The launcher (installer/launcher.sh) run by /bin/sh against fake shells that exit in various ways.
 
-The installed fake shell runs the real CLI for `shell-failed`, so the bad marks and pointer
-moves checked here are the product's own.
+A fake shell that reports healthy runs the product's own report_healthy, so the bad marks and
+pointer moves checked here are the real ones.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -105,6 +104,36 @@ def test_the_installed_shell_crashing_is_reported_but_never_marked(root: Path) -
     result = launch(root)
     assert result.returncode == 9 and "broken" in result.stderr
     assert not (root / "bad-versions.json").exists()
+
+
+def test_when_every_shell_fails_the_machine_is_to_blame_and_nothing_is_marked(root: Path) -> None:
+    # What a missing display or system library does: Qt aborts in every shell alike.
+    no_display = 'echo "qt.qpa.xcb: could not connect to display" >&2\nkill -ABRT $$'
+    (root / "shells" / "1.0.0" / "desktop").write_text(f"#!/bin/sh\n{no_display}\n")
+    add_shell(root, "1.1.0", no_display)
+    add_shell(root, "1.2.0", no_display)
+    point(root, "1.2.0", lkg="1.1.0")
+    result = launch(root)
+    assert result.returncode == 134
+    assert "nothing was marked bad: the cause looks like this computer's" in result.stderr
+    assert not (root / "bad-versions.json").exists()
+    pointer = read_pointer(root / "current.json")
+    assert pointer is not None and str(pointer.version) == "1.2.0"  # tried again once the machine is fixed
+    assert not [p.name for p in (root / "health").iterdir() if p.name != "launcher.log"], "nothing left behind"
+
+
+def test_the_fallback_is_the_last_known_good_the_pointer_had_when_the_launch_began(root: Path) -> None:
+    """A stage moving the pointer while the new shell crashes does not choose the fallback."""
+    add_shell(root, "1.1.0", body("1.1.0"))
+    add_shell(root, "1.3.0", body("1.3.0"))
+    add_shell(root, "1.2.0", 'cat > "$DESKTOP_INSTALL_ROOT/current.json" <<EOF\n'
+                             '{\n  "version": "1.3.0",\n  "last_known_good": "1.1.0"\n}\nEOF\nexit 1')
+    point(root, "1.2.0", lkg="1.1.0")
+    result = launch(root)
+    assert ran(result) == ["1.1.0"]
+    assert [str(v) for v in BadVersions(root / "bad-versions.json").load().entries] == ["1.2.0"]
+    # The pointer had moved on: it is left alone (it no longer names the failed shell).
+    assert str(read_pointer(root / "current.json").version) == "1.3.0"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("how", ["exit 0", "kill -TERM $$", "kill -HUP $$", "exit 130"])
@@ -272,15 +301,3 @@ def test_the_shell_gets_the_install_root_the_mark_and_the_launcher_in_its_enviro
     assert oct((root / "health").stat().st_mode & 0o777) == "0o700"
     log = (root / "health" / "launcher.log").read_text()
     assert "start 1.1.0" in log and "was healthy" in log
-
-
-def test_shell_failed_output_is_json_too(root: Path) -> None:
-    add_shell(root, "1.2.0", "exit 4")
-    point(root, "1.2.0")
-    result = subprocess.run([str(root / "shells" / "1.0.0" / "desktop"), "shell-failed", "1.2.0", "--exit-code", "4",
-                             "--json"], capture_output=True, text=True, timeout=60,
-                            env=source_env(DESKTOP_INSTALL_ROOT=str(root)), check=False)
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"version": "1.2.0", "reason": "exited with code 4 before it was ready",
-                                         "marked_bad": True, "damaged": False, "fallback": "1.0.0",
-                                         "fallback_source": "installed"}
