@@ -227,3 +227,31 @@ def test_gc_keeps_installed_pointer_and_last_known_good_and_removes_the_rest(fee
     assert sorted(removed) == ["1.0.5", "1.1.0"]
     assert sorted(p.name for p in install.shells_dir.iterdir()) == ["1.0.0", "1.2.0", "1.3.0"]
     assert not install.store.record_file(V("1.1.0")).exists()
+
+
+@pytest.mark.parametrize("point", ["after-download", "mid-extract", "partial-complete", "after-rename",
+                                   "after-pointer"])
+def test_kill_9_while_staging_a_shell_leaves_a_pointer_to_a_complete_shell_or_none(
+        feed: Feed, install: InstallRoot, tmp_path: Path, point: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    publish_shell(feed, tmp_path, "1.1.0")
+    base = ["--data-dir", str(tmp_path / "data"), "--registry", feed.url, "--public-key", str(feed.key.public_path)]
+    env = {**os.environ, INSTALL_ROOT_ENV: str(install.root), "DESKTOP_FAULT": point}
+    killed = subprocess.run([sys.executable, "-m", "desktop", "update", "--json", *base], capture_output=True,
+                            text=True, timeout=120, env=env, check=False)
+    assert killed.returncode == -9, killed.stderr  # the fault point was reached: in the shell's stage
+    pointer = read_pointer(install.pointer_file)
+    if pointer is not None:
+        assert ShellArtefact(install).problem(pointer.version) is None
+    env.pop("DESKTOP_FAULT")
+    again = subprocess.run([sys.executable, "-m", "desktop", "update", "--json", *base], capture_output=True,
+                           text=True, timeout=120, env=env, check=False)
+    assert again.returncode == 0, again.stderr
+    shell = json.loads(again.stdout)["shell"]
+    assert (shell["outcome"], shell["version"]) in (("staged", "1.1.0"), ("already-staged", "1.1.0"))
+    assert read_pointer(install.pointer_file).version == V("1.1.0")  # type: ignore[union-attr]
+    assert ShellArtefact(install).problem(V("1.1.0")) is None
+    assert sorted(p.name for p in install.shells_dir.iterdir()) == ["1.0.0", "1.1.0"]  # no partial left
