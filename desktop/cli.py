@@ -326,6 +326,9 @@ def cmd_update(args: argparse.Namespace) -> Rendered:
     report = app.runtime
     obj = update_json(report)
     obj["shell"] = shell_update_json(app.shell)
+    # "bytes received by this run": the app's own update counts too (its part is under "shell").
+    obj["bytes_downloaded"] += app.shell.bytes_downloaded
+    obj["downloaded"] = obj["bytes_downloaded"] > 0
     if app.shell.outcome is UpdateOutcome.FAILED and app.shell.error is not None:
         # The runtime's outcome is what `update` reports; the app's own update is retried next time.
         print(f"desktop: updating the app itself failed: {one_line(str(app.shell.error))}", file=sys.stderr)

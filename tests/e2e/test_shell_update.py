@@ -173,6 +173,7 @@ def test_the_installed_app_updates_itself_then_the_runtime_and_survives_a_crashi
     assert (shell_update["outcome"], shell_update["version"], shell_update["needed_by"]) == ("staged", "1.1.0",
                                                                                              "1.1.0")
     assert shell_update["bytes_downloaded"] >= published["length"]  # type: ignore[operator]
+    assert update["bytes_downloaded"] >= shell_update["bytes_downloaded"]  # the run's total  # type: ignore[operator]
     assert (root / "shells" / "1.1.0" / "desktop").is_file()
     assert installed.pointer()["version"] == "1.1.0" and installed.pointer()["known_good"] is False
     print(f"\ne2e: publish-shell of a {published['length']:,} byte archive took {publish_s:.1f} s; the shell update "
