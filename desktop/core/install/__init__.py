@@ -22,7 +22,7 @@ update changes nothing there.
     install.admin      AdminPolicy: the system-wide policy file(s), read-only for users
     install.artefact   ShellArtefact: a frozen build staged by the generic stager
     install.selfupdate check/stage shells, what the window shows, gc of old shells
-    install.health     the health mark a shell writes for the launcher, and the pointer commit
-    install.failure    what the launcher asks the installed shell to record when a shell crashed
+    install.health     the health mark a shell writes for the launcher, the crash records, the commit
+    install.failure    crashes the launcher listed, recorded by the shell that then started healthy
     install.publish    `desktop publish-shell`: a build (directory or archive) onto the signed feed
 """
