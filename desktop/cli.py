@@ -24,9 +24,12 @@ from desktop.core.results import (
     Crashed,
     Failed,
     Phase,
+    PolicyInfo,
     Progress,
     Running,
     RuntimeEvent,
+    ShellInfo,
+    ShellUpdateReport,
     StartFailed,
     Stopped,
     UpdateOutcome,
@@ -44,10 +47,12 @@ REGISTRY_KINDS = ("feed", "npm")
 class Rendered:
     """What a command prints: a JSON object (with --json) or text."""
 
-    def __init__(self, obj: dict[str, Any], text: str | None = None, *, printed: bool = False) -> None:
+    def __init__(self, obj: dict[str, Any], text: str | None = None, *, printed: bool = False,
+                 exit_code: int = 0) -> None:
         self.obj = obj
         self.text = text
         self.printed = printed
+        self.exit_code = exit_code
 
 
 class CommandFailed(DesktopError):
@@ -62,6 +67,7 @@ class CommandFailed(DesktopError):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:
+        Shell.report_healthy()  # a usage error is the user's, not a broken shell's
         self.print_usage(sys.stderr)
         print(f"desktop: error: {message}", file=sys.stderr)
         if "--json" in sys.argv:
@@ -145,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--exit-after", type=_seconds, metavar="SECONDS", help="quit after SECONDS")
     demo.add_argument("--check-interval", type=_seconds, default=20.0, metavar="SECONDS")
     add("rollback", cmd_rollback, "pointer back to the previous known-good or bundled runtime")
+    bad.add_argument("--shell", action="store_true", help="the app's own shells (per-user install) instead")
+    shell_publish = add("publish-shell", cmd_publish_shell,
+                        "add a frozen build of the app (a directory or an archive of one) to a static feed")
+    shell_publish.add_argument("build", metavar="BUILD")
+    shell_publish.add_argument("--feed", required=True, metavar="DIR", help="the feed directory to serve")
+    shell_publish.add_argument("--key", action="append", default=[], metavar="FILE",
+                               help="signing key (repeat for several signers); never invented")
+    shell_publish.add_argument("--rollout", type=float, default=100.0, metavar="PERCENT")
+    shell_publish.add_argument("--platform", metavar="TAG", help="refuse a build for another platform (linux-x86_64)")
+    shell_publish.add_argument("--notes", default="", metavar="TEXT", help="release notes")
+    shell_publish.add_argument("--format", choices=("tar.gz", "zip"), default="tar.gz",
+                               help="archive format when BUILD is a directory")
     return parser
 
 
@@ -164,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return runmode.dispatch(args_in)
     # Everything the shell writes is the user's alone (logs, state, downloads).
     os.umask(0o077)
+    # The launcher's health mark is this process's to write; no child may inherit it.
+    from desktop.core.install.health import take_from_environment
+
+    take_from_environment()
     parser = build_parser()
     args = parser.parse_args(args_in)
     _setup_logging(args.verbose)
@@ -193,10 +215,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(rendered.obj, sort_keys=True, ensure_ascii=False))
         elif rendered.text:
             print(rendered.text)
-    return 0
+    return rendered.exit_code
 
 
 def _failed(args: argparse.Namespace, message: str, obj: dict[str, Any], code: int) -> int:
+    Shell.report_healthy()  # an expected failure, handled: the shell itself works
     text = one_line(message, 1000)
     if getattr(args, "json", False):
         print(json.dumps({**obj, "error": text}, sort_keys=True, ensure_ascii=False))
@@ -212,11 +235,16 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[stderr])
 
 
-def open_shell(args: argparse.Namespace, *, tolerate_unwritable: bool = False) -> Shell:
-    return Shell.open(data_dir=args.data_dir, registry=args.registry, registry_kind=args.registry_kind,
-                      channel=args.channel, public_key=args.public_key, trusted_root=args.trusted_root,
-                      startup_timeout=getattr(args, "startup_timeout", None),
-                      tolerate_unwritable=tolerate_unwritable)
+def open_shell(args: argparse.Namespace, *, tolerate_unwritable: bool = False, healthy: bool = True) -> Shell:
+    shell = Shell.open(data_dir=args.data_dir, registry=args.registry, registry_kind=args.registry_kind,
+                       channel=args.channel, public_key=args.public_key, trusted_root=args.trusted_root,
+                       startup_timeout=getattr(args, "startup_timeout", None),
+                       tolerate_unwritable=tolerate_unwritable)
+    if healthy:
+        # The command is reached: the interpreter, the imports and the configuration work. What
+        # the command does next (an update that fails offline) is not the shell's fault.
+        shell.report_healthy()
+    return shell
 
 
 def _when(t: float | None) -> str:
@@ -247,6 +275,10 @@ def cmd_status(args: argparse.Namespace) -> Rendered:
         "failures": {"transient": None if s.transient is None else {
             "count": s.transient.count, "last_error": s.transient.last_error, "next_retry": s.transient.next_retry}},
     }
+    app = shell.shell_info()
+    policy = shell.policy_info()
+    obj["shell"] = shell_info_json(app)
+    obj["policy"] = policy_json(policy)
     lines = [f"runtime: {s.version} ({s.source}) — {s.reason}"]
     lines += [f"running now: {r.version} ({r.source}, {r.state}) in shell {r.shell_pid}"
               + (f" at {r.url}" if r.url else "") for r in s.running] or ["running now: no shell is running"]
@@ -266,6 +298,12 @@ def cmd_status(args: argparse.Namespace) -> Rendered:
     if s.transient:
         lines.append(f"retrying after {s.transient.count} transient failure(s) at {_when(s.transient.next_retry)}: "
                      f"{s.transient.last_error}")
+    lines.append(f"app: {app.version}" + (f" (installed {app.installed})" if app.installed else "")
+                 + (f"; {app.pending} runs at the next start" if app.pending else "")
+                 + (f"; updates of the app: {app.updates.value}" + (f" — {app.reason}" if app.reason else "")))
+    lines += [f"bad app version: {b.version} — {b.reason}" for b in app.bad]
+    if policy.in_force:
+        lines.append(policy.text)
     return Rendered(obj, "\n".join(lines))
 
 
@@ -300,12 +338,20 @@ def cmd_update(args: argparse.Namespace) -> Rendered:
     handled = [s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None]
     previous = {s: signal.signal(s, on_signal) for s in handled}
     try:
-        report = shell.update(progress=printer, bypass_rollout=args.bypass_rollout, cancel=lambda: bool(stopping))
+        app = shell.update_app(progress=printer, bypass_rollout=args.bypass_rollout, cancel=lambda: bool(stopping))
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
     printer.finish()
+    report = app.runtime
     obj = update_json(report)
+    obj["shell"] = shell_update_json(app.shell)
+    # "bytes received by this run": the app's own update counts too (its part is under "shell").
+    obj["bytes_downloaded"] += app.shell.bytes_downloaded
+    obj["downloaded"] = obj["bytes_downloaded"] > 0
+    if app.shell.outcome is UpdateOutcome.FAILED and app.shell.error is not None:
+        # The runtime's outcome is what `update` reports; the app's own update is retried next time.
+        print(f"desktop: updating the app itself failed: {one_line(str(app.shell.error))}", file=sys.stderr)
     version = obj["version"]
     if report.outcome in (UpdateOutcome.FAILED, UpdateOutcome.CANCELLED):
         raise CommandFailed(f"update failed: {one_line(str(report.error))}", obj)
@@ -315,8 +361,52 @@ def cmd_update(args: argparse.Namespace) -> Rendered:
         UpdateOutcome.UP_TO_DATE: f"up to date ({version})",
         UpdateOutcome.BAD_VERSION: f"the newest version {version} is marked bad; not staging it",
         UpdateOutcome.BUSY: "another process is staging; try again later",
+        UpdateOutcome.DISABLED: "runtime updates are turned off by policy",
     }
-    return Rendered(obj, texts.get(report.outcome, report.outcome.value))
+    text = texts.get(report.outcome, report.outcome.value)
+    if app.shell.outcome is UpdateOutcome.STAGED:
+        text += f"\napp {app.shell.version} staged; it runs at the next start of the app"
+    elif app.shell.outcome is UpdateOutcome.ALREADY_STAGED:
+        text += f"\napp {app.shell.version} is staged; it runs at the next start of the app"
+    return Rendered(obj, text)
+
+
+def shell_update_json(report: ShellUpdateReport) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "outcome": report.outcome.value,
+        "version": str(report.version) if report.version else None,
+        "updates": report.updates.value,
+        "reason": report.reason,
+        "needed_by": str(report.needed_by) if report.needed_by else None,
+        "bytes_downloaded": report.bytes_downloaded,
+        "delta": report.delta,
+        "restart_exit_code": report.restart_exit_code,
+        "skipped": [{"version": str(s.version), "reason": s.reason.value, "detail": s.detail}
+                    for s in report.skipped],
+    }
+    if report.error is not None:
+        obj["error"] = one_line(str(report.error), 1000)
+        obj["failure"] = report.failure.value if report.failure else None
+        obj["pinned"] = report.pinned
+    return obj
+
+
+def shell_info_json(info: ShellInfo) -> dict[str, Any]:
+    return {
+        "version": info.version, "updates": info.updates.value, "reason": info.reason,
+        "install_root": info.install_root, "installed": str(info.installed) if info.installed else None,
+        "pointer": info.pointer, "pending": str(info.pending) if info.pending else None,
+        "restart_exit_code": info.restart_exit_code,
+        "bad": {str(b.version): {"reason": b.reason, "exit_code": b.exit_code, "stderr_tail": list(b.stderr_tail),
+                                 "time": b.time} for b in info.bad},
+    }
+
+
+def policy_json(policy: PolicyInfo) -> dict[str, Any]:
+    return {"in_force": policy.in_force, "text": policy.text, "shell_updates": policy.shell_updates,
+            "runtime_updates": policy.runtime_updates, "channel": policy.channel,
+            "runtime_versions": policy.runtime_versions, "shell_versions": policy.shell_versions,
+            "feed": policy.feed, "sources": list(policy.sources), "problems": list(policy.problems)}
 
 
 def update_json(report: UpdateReport) -> dict[str, Any]:
@@ -336,6 +426,15 @@ def update_json(report: UpdateReport) -> dict[str, Any]:
 
 def cmd_bad(args: argparse.Namespace) -> Rendered:
     shell = open_shell(args)
+    if args.shell:
+        if args.action == "list":
+            entries = shell.shell_info().bad
+            return Rendered({"bad": {str(e.version): {"reason": e.reason, "exit_code": e.exit_code,
+                                                      "stderr_tail": list(e.stderr_tail), "time": e.time}
+                                     for e in entries}},
+                            "\n".join(f"{e.version}: {e.reason}" for e in entries) or "no bad app versions")
+        cleared = shell.clear_bad_shell(args.target)
+        return Rendered({"cleared": list(cleared)}, f"cleared {', '.join(cleared)}" if cleared else "nothing to clear")
     if args.action == "list":
         entries = shell.bad_versions()
         blocked = shell.blocked()
@@ -428,6 +527,7 @@ def cmd_launch(args: argparse.Namespace) -> Rendered:
 def cmd_keygen(args: argparse.Namespace) -> Rendered:
     from desktop.core.publishing import Publisher
 
+    Shell.report_healthy()
     pair = Publisher.keygen(Path(args.out))
     return Rendered({"public_key": pair.public, "private_key_file": str(pair.private_path),
                      "public_key_file": str(pair.public_path)}, pair.public)
@@ -441,6 +541,7 @@ def _warn(warnings: tuple[str, ...]) -> None:
 def cmd_publish(args: argparse.Namespace) -> Rendered:
     from desktop.core.publishing import Publisher, parse_thresholds
 
+    Shell.report_healthy()
     publisher = Publisher(Path(args.feed))
     keys = [Path(k) for k in args.key]
     thresholds = parse_thresholds(args.threshold)
@@ -494,6 +595,7 @@ def _expiry_json(entry: Any) -> dict[str, Any]:
 def feed_status(args: argparse.Namespace) -> Rendered:
     from desktop.core.publishing import Publisher
 
+    Shell.report_healthy()
     status = Publisher(Path(args.feed)).status()
     _warn(status.warnings)
     lines = [f"feed {status.feed}: root v{status.root_version}, targets v{status.targets_version}, "
@@ -516,11 +618,25 @@ def cmd_run(args: argparse.Namespace) -> Rendered:
         return cmd_launch(args)
     from desktop.ui.app import run_gui
 
-    code = run_gui(open_shell(args, tolerate_unwritable=True),
-                   screenshot=Path(args.screenshot) if args.screenshot else None, exit_after_s=args.exit_after)
+    shell = open_shell(args, tolerate_unwritable=True, healthy=False)
+    code = run_gui(shell, screenshot=Path(args.screenshot) if args.screenshot else None,
+                   exit_after_s=args.exit_after, on_controller=_healthy_once_running)
+    info = shell.shell_info()
+    if code and code == info.restart_exit_code:
+        return Rendered({}, printed=True, exit_code=code)  # "Restart to update": the launcher starts the new shell
     if code:
         raise CommandFailed(f"the app exited with code {code}")
     return Rendered({}, printed=True)
+
+
+def _healthy_once_running(controller: Any) -> None:
+    """The window is up once the event loop delivers the controller's first runtime event (it follows
+    `window.show()`): then the shell is healthy for its launcher."""
+    def first_event(*_: object) -> None:
+        if Shell.report_healthy():
+            controller.runtime_event.disconnect(first_event)
+
+    controller.runtime_event.connect(first_event)
 
 
 def cmd_demo(args: argparse.Namespace) -> Rendered:
@@ -535,6 +651,21 @@ def cmd_demo(args: argparse.Namespace) -> Rendered:
     if code:
         raise CommandFailed(f"the app exited with code {code}")
     return Rendered({}, printed=True)
+
+
+def cmd_publish_shell(args: argparse.Namespace) -> Rendered:
+    from desktop.core.publishing import Publisher
+
+    Shell.report_healthy()
+    done = Publisher(Path(args.feed)).publish_shell(Path(args.build), [Path(k) for k in args.key],
+                                                    channel=args.channel or "stable", rollout=args.rollout,
+                                                    notes=args.notes, platform=args.platform, fmt=args.format)
+    _warn(done.warnings)
+    verb = "already published" if done.unchanged else "published"
+    return Rendered({"name": done.name, "version": done.version, "channel": done.channel, "rollout": done.rollout,
+                     "sha256": done.sha256, "length": done.length, "unchanged": done.unchanged,
+                     "warnings": list(done.warnings)},
+                    f"{verb} app {done.version} ({done.channel}, {done.rollout:g}%) as {done.name}")
 
 
 class ProgressPrinter:

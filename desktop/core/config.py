@@ -11,6 +11,7 @@ from typing import Any
 
 from desktop import __version__
 from desktop.core.errors import DataDirError, UsageError
+from desktop.core.install.admin import AdminPolicy, load_policy
 from desktop.core.limits import ExtractLimits, NetConfig
 from desktop.core.paths import DataDir, default_data_dir, open_data_dir, resources_dir
 from desktop.core.state import atomic_write_json, load_fields, read_json_object
@@ -71,6 +72,7 @@ class AppConfig:
     limits: ExtractLimits = field(default_factory=ExtractLimits)
     net: NetConfig = field(default_factory=NetConfig)
     shell_version: str = __version__
+    policy: AdminPolicy = field(default_factory=AdminPolicy)  # the admin's, read-only for the user
 
     @property
     def native_root(self) -> Path:
@@ -174,18 +176,29 @@ def load_config(
     root_file: str | Path | None = trusted_root or os.environ.get("DESKTOP_TRUSTED_ROOT") or None
     if root_file is None and explicit_key is None and (resources / "root.json").is_file():
         root_file = resources / "root.json"
+    admin = load_policy()
+    if admin.feed is not None:
+        # The admin's feed and its trust replace whatever the user configured.
+        if url and url != admin.feed.url and (registry or os.environ.get("DESKTOP_REGISTRY")):
+            log.warning("the admin policy sets the registry; ignoring %s", "--registry" if registry else
+                        "DESKTOP_REGISTRY")
+        url, kind = admin.feed.url, admin.feed.kind
+        explicit_key, root_file = admin.feed.public_key, admin.feed.trusted_root
+    if admin.channel and channel and channel != admin.channel:
+        log.warning("the admin policy pins the channel %s; ignoring --channel %s", admin.channel, channel)
     return AppConfig(
         data=data,
         resources=resources,
         registry_url=url or None,
         registry_kind=kind,
-        channel=channel or _default_channel(kind, data, settings),
-        public_key=explicit_key or _str(shipped.get("public_key")),
+        channel=admin.channel or channel or _default_channel(kind, data, settings),
+        public_key=explicit_key or (None if admin.feed else _str(shipped.get("public_key"))),
         trusted_root=Path(root_file).expanduser().absolute() if root_file else None,
         settings=settings,
         startup_timeout=check_timeout(startup_timeout),
         limits=_limits_from_env(),
         net=_net_from_env(),
+        policy=admin,
     )
 
 

@@ -106,6 +106,49 @@ def choose_release(
     return Selection(None, tuple(skipped))
 
 
+# -- shells ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ShellChoice:
+    """The shell release to stage, and the runtime release that needs it (None: just newer)."""
+
+    release: Release | None
+    skipped: tuple[Skip, ...]
+    needed_by: Version | None = None
+
+
+def runtimes_needing_shell(skipped: Iterable[Skip], offered: Iterable[ReleaseInfo]) -> tuple[tuple[Version, str], ...]:
+    """(runtime version, its requires_shell) of each newer runtime passed over for the host gate."""
+    gates = {r.version: r.requires_shell for r in offered if r.requires_shell}
+    return tuple(sorted(((s.version, gates[s.version]) for s in skipped
+                         if s.reason is SkipReason.HOST_GATE and s.version in gates), reverse=True))
+
+
+def choose_shell(shells: Iterable[Release], *, current: Version, channel: str, is_bad: Callable[[Version], bool],
+                 pinned: Callable[[Release], str | None], install_id: str, bypass_rollout: bool = False,
+                 allowed: SpecifierSet | None = None,
+                 needed_for: Iterable[tuple[Version, str]] = ()) -> ShellChoice:
+    """The shell to stage: the newest usable shell release (choose_release's rules), unless a newer
+    runtime needs a newer shell than runs now (`needed_for`: runtime version and requires_shell,
+    from runtimes_needing_shell). Then the newest shell that admits the newest such runtime is
+    chosen even outside the shell's rollout, so that runtime is offered once that shell runs:
+    the install is already inside the runtime's rollout, and the runtime cannot run without it."""
+    candidates = list(shells)
+    normal = choose_release(candidates, current=current, channel=channel, is_bad=is_bad, pinned=pinned,
+                            shell_version=str(current), install_id=install_id, bypass_rollout=bypass_rollout,
+                            allowed=allowed)
+    for runtime, requires in sorted(needed_for, reverse=True):
+        if normal.release is not None and admits(requires, str(normal.release.version)):
+            return ShellChoice(normal.release, normal.skipped, runtime)
+        fitting = [s for s in candidates if admits(requires, str(s.version))]
+        forced = choose_release(fitting, current=current, channel=channel, is_bad=is_bad, pinned=pinned,
+                                shell_version=str(current), install_id=install_id, bypass_rollout=True,
+                                allowed=allowed)
+        if forced.release is not None:
+            return ShellChoice(forced.release, normal.skipped, runtime)
+    return ShellChoice(normal.release, normal.skipped)
+
+
 # -- launching -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -80,6 +80,18 @@ class Publisher:
         return FeedPublisher(self.feed_dir).publish(runtime_dir, self._signers(keys), channel=channel,
                                                     rollout=rollout, notes=notes, fmt=fmt, thresholds=thresholds)
 
+    def publish_shell(self, build: Path, keys: list[Path], *, channel: str = "stable", rollout: float = 100.0,
+                      notes: str = "", platform: str | None = None, fmt: str = "tar.gz") -> Published:
+        """Add a frozen shell build (a directory or an archive of one) to the feed as a shell target."""
+        from desktop.core.install import publish as shell_publish
+        from desktop.core.publisher import FeedPublisher
+
+        signers = self._signers(keys)
+        shell = shell_publish.open_build(build, platform=platform, fmt=fmt)
+        custom = shell_publish.custom_facts(shell, channel=channel, rollout=rollout, notes=notes)
+        return FeedPublisher(self.feed_dir).publish_artefact(shell.write, shell.name, custom, signers,
+                                                             same_release=shell_publish.same_release(shell))
+
     def refresh(self, keys: list[Path]) -> Refreshed:
         from desktop.core.publisher import FeedPublisher
 

@@ -357,3 +357,80 @@ class StagedWaiting:
 
     version: Version
     since: float  # time.time() when it was staged
+# -- the shell itself and the admin policy ---------------------------------------------------
+
+class ShellUpdates(enum.Enum):
+    """Whether this shell can update itself."""
+
+    AVAILABLE = "available"  # a per-user install: new shells are staged beside it
+    NOT_INSTALLED = "not installed"  # from source or an unpacked archive: nothing to swap
+    MANAGED = "managed"  # a system package or the admin policy owns the shell
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    """The admin policy in force, as the window and `status` show it."""
+
+    in_force: bool
+    text: str  # one line: "Managed by policy: ..." (empty when no policy)
+    shell_updates: bool
+    runtime_updates: bool
+    channel: str | None
+    runtime_versions: str | None
+    shell_versions: str | None
+    feed: str | None
+    sources: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ShellInfo:
+    """The running shell and its install: what runs, what runs next, what failed."""
+
+    version: str
+    updates: ShellUpdates
+    reason: str  # why updates are not available (empty when they are)
+    install_root: str | None = None
+    installed: Version | None = None
+    pointer: dict[str, Any] | None = None
+    pending: Version | None = None  # staged and pointed at: runs at the next start
+    bad: tuple[BadEntry, ...] = ()
+    restart_exit_code: int | None = None  # exit with it and the launcher starts `pending`
+
+
+@dataclass(frozen=True)
+class ShellUpdateReport:
+    """One check-and-stage of the shell; STAGED means "restart to update"."""
+
+    outcome: UpdateOutcome
+    version: Version | None
+    updates: ShellUpdates
+    reason: str = ""
+    needed_by: Version | None = None  # the runtime release that needs this shell
+    skipped: tuple[Skip, ...] = ()
+    error: DesktopError | None = None
+    failure: FailureClass | None = None
+    pinned: bool = False
+    bytes_downloaded: int = 0
+    delta: bool = False
+    restart_exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class AppUpdateReport:
+    """An update of the whole app: the runtime (as `update` always did) and the shell."""
+
+    runtime: UpdateReport
+    shell: ShellUpdateReport
+
+
+@dataclass(frozen=True)
+class ShellFailure:
+    """A shell that failed to start, recorded by the shell that then started healthy instead."""
+
+    version: Version
+    reason: str
+    marked_bad: bool
+    damaged: bool  # its files no longer matched its record: set aside to be staged again, not blamed
+    fallback: Version  # the shell that started healthy instead
+    fallback_source: str  # "last known-good" or "installed"

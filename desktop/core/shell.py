@@ -32,6 +32,7 @@ from desktop.core.launching import bundled_target, resolve, staged_problem, stag
 from desktop.core.leases import Leases
 from desktop.core.pointer import Pointer, move_pointer_if, read_pointer
 from desktop.core.results import (
+    AppUpdateReport,
     BadEntry,
     BlockEntry,
     CheckReport,
@@ -39,10 +40,13 @@ from desktop.core.results import (
     GcReport,
     LastCheck,
     LeaseInfo,
+    PolicyInfo,
     Problem,
     Progress,
     ReleaseInfo,
     RollbackReport,
+    ShellInfo,
+    ShellUpdateReport,
     StagedWaiting,
     StatusReport,
     TransientInfo,
@@ -135,6 +139,8 @@ class Shell:
     def check(self, *, bypass_rollout: bool = False) -> CheckReport:
         from desktop.core import updater
 
+        if not self.config.policy.runtime_updates:
+            return CheckReport(self.current()[0], None)
         with self._fetcher() as fetcher:
             registry = updater.open_registry(self.config, fetcher)
             return updater.check(self.config, registry, bypass_rollout=bypass_rollout).report
@@ -144,6 +150,8 @@ class Shell:
         """Check and stage the newest usable release; expected failures come back as a report."""
         from desktop.core import updater
 
+        if not self.config.policy.runtime_updates:
+            return UpdateReport(UpdateOutcome.DISABLED, self.current()[0])
         with self._fetcher() as fetcher:
             try:
                 self.config.data.check_writable()
@@ -220,7 +228,8 @@ class Shell:
     def save_settings(self, settings: Settings) -> Shell:
         """Persist the user's settings; the returned shell uses them (a new channel included)."""
         settings.save(self.config.data.settings_file)
-        return Shell(replace(self.config, settings=settings, channel=settings.channel), transport=self._transport)
+        channel = self.config.policy.channel or settings.channel  # a channel the admin pinned stays
+        return Shell(replace(self.config, settings=settings, channel=channel), transport=self._transport)
 
     def collect_garbage(self) -> GcReport:
         from desktop.core.gc import collect
@@ -231,6 +240,64 @@ class Shell:
             return collect(self.config)
         except Busy:
             raise BusyError("another process is staging; try again later") from None
+
+    # -- the shell itself (per-user installs) and the admin policy ----------------------------
+    def policy_info(self) -> PolicyInfo:
+        """The admin policy in force (what the window shows, and why settings are locked)."""
+        from desktop.core.install import selfupdate
+
+        return selfupdate.policy_info(self.config)
+
+    def shell_info(self) -> ShellInfo:
+        """The running shell: whether it can update itself, what runs at the next start, what failed."""
+        from desktop.core.install import selfupdate
+
+        return selfupdate.info(self.config)
+
+    def update_shell(self, *, progress: Callable[[Progress], None] | None = None, cancel: Cancel | None = None,
+                     bypass_rollout: bool = False, runtime_check: CheckReport | None = None) -> ShellUpdateReport:
+        """Check for and stage a newer shell (or the one a newer runtime in `runtime_check` needs).
+        STAGED (or ALREADY_STAGED) with `restart_exit_code` set: offer "Restart to update"."""
+        from desktop.core.install import selfupdate
+
+        with self._fetcher() as fetcher:
+            return selfupdate.update(self.config, fetcher, progress=progress, cancel=cancel,
+                                     bypass_rollout=bypass_rollout, runtime_check=runtime_check)
+
+    def update_app(self, *, progress: Callable[[Progress], None] | None = None, cancel: Cancel | None = None,
+                   bypass_rollout: bool = False) -> AppUpdateReport:
+        """Update the runtime (as `update`), then the shell; a newer runtime that needs a newer shell
+        pulls that shell in, and is offered once the new shell runs."""
+        runtime = self.update(progress=progress, cancel=cancel, bypass_rollout=bypass_rollout)
+        if cancel is not None and cancel():
+            from desktop.core.install.root import find_install_root
+            from desktop.core.install.selfupdate import availability
+
+            updates, reason = availability(self.config, find_install_root())
+            return AppUpdateReport(runtime, ShellUpdateReport(UpdateOutcome.CANCELLED, None, updates, reason))
+        shell = self.update_shell(progress=progress, cancel=cancel, bypass_rollout=bypass_rollout,
+                                  runtime_check=runtime.check)
+        return AppUpdateReport(runtime, shell)
+
+    def clear_bad_shell(self, version: str | None) -> tuple[str, ...]:
+        """Let a shell that failed to start (or every one) be staged and started again."""
+        from desktop.core.install.root import find_install_root
+        from desktop.core.install.selfupdate import clear_bad
+
+        parsed = parse_version(version) if version is not None else None
+        if version is not None and parsed is None:
+            raise UsageError(f"{version!r} is not a valid version")
+        install = find_install_root()
+        if install is None:
+            raise UsageError("this copy of the app is not a per-user install: it has no shells of its own")
+        return tuple(str(v) for v in clear_bad(install, parsed))
+
+    @staticmethod
+    def report_healthy() -> bool:
+        """Tell the launcher this shell started fine (the window is up, or the command was reached)."""
+        from desktop.core.install.health import report_healthy
+
+        return report_healthy()
 
     # -- the runtime -----------------------------------------------------------------------
     def supervisor(self, *, on_output: Callable[[str, str], None] | None = None,

@@ -91,7 +91,7 @@ def check(config: AppConfig, registry: Registry, *, bypass_rollout: bool = False
             pinned=lambda r: memory.pinned_reason(r.version, r.artefact_key),
             skipped_by_user=SkippedVersions(config.data.skipped_file).load(),
             shell_version=config.shell_version, install_id=install_id(config),
-            bypass_rollout=bypass_rollout)
+            bypass_rollout=bypass_rollout, allowed=config.policy.runtime_versions)
     except DesktopError as exc:
         kind = policy.classify(exc)
         record_check(config, "offline" if kind is FailureClass.TRANSIENT else "failed", error=str(exc))

@@ -1,4 +1,4 @@
-"""The built, frozen app (installer/build.py -> dist/desktop/desktop), driven end to end.
+"""The built, frozen app (installer/build.py -> dist/desktop-shell/desktop), driven end to end.
 
 The session fixture runs the one build command (a no-op when the inputs did not change; a cold
 build takes one to a few minutes). Releases are published with the repository's own code to a
@@ -21,14 +21,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.built_app import (
+    APP,
+    APP_DIR,
+    BUILD_SCRIPT,
+    DIST,
+    REPO_ROOT,
+    SHELL_VERSION,
+    accent_pixels,
+    app_env,
+    run_app,
+    run_json,
+)
 from tests.support.feed import Feed
 from tests.support.server import LoopbackServer
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = REPO_ROOT / "installer" / "build.py"
-APP_DIR = REPO_ROOT / "dist" / "desktop"
-APP = APP_DIR / "desktop"
-SHELL_VERSION = "1.0.0"
 
 # The first test to use `built_app` pays for a cold build (setup time counts against the timeout).
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800),
@@ -41,49 +47,6 @@ STDLIB_NOT_BUNDLED = {
 }
 
 
-def app_env(**extra: str) -> dict[str, str]:
-    """The test environment without anything that would point the app elsewhere."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DESKTOP_DATA_DIR", "DESKTOP_RESOURCES", "DESKTOP_NO_WEBVIEW", "PYTHONPATH")}
-    env.setdefault("QT_QPA_PLATFORM", "offscreen")
-    env.update(extra)
-    return env
-
-
-def run_app(*args: str, timeout: float = 90, env: dict[str, str] | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(APP), *args], capture_output=True, text=True, timeout=timeout,
-                            env=env or app_env(), check=False)
-    if check and result.returncode != 0:
-        pytest.fail(f"`desktop {' '.join(args)}` exited {result.returncode}\n"
-                    f"stdout: {result.stdout}\nstderr: {result.stderr}", pytrace=False)
-    return result
-
-
-def run_json(*args: str, **kwargs: object) -> dict[str, object]:
-    result = run_app(*args, "--json", **kwargs)  # type: ignore[arg-type]
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
-    assert lines, f"no JSON on stdout; stderr: {result.stderr}"
-    data = json.loads(lines[-1])
-    assert isinstance(data, dict)
-    return data
-
-
-@pytest.fixture(scope="session")
-def built_app() -> Path:
-    """Build (or find up to date) dist/desktop/desktop with the project's one build command."""
-    started = time.monotonic()
-    result = subprocess.run([sys.executable, str(BUILD_SCRIPT)], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=1700, check=False)
-    output = (result.stdout + result.stderr).strip()
-    if result.returncode != 0:
-        pytest.fail(f"installer/build.py failed ({result.returncode}):\n{output[-6000:]}", pytrace=False)
-    summary = [line for line in output.splitlines() if line.startswith("build:")]
-    print(f"\ne2e: installer/build.py took {time.monotonic() - started:.1f} s: " + " | ".join(summary))
-    assert APP.is_file() and os.access(APP, os.X_OK)
-    return APP
-
-
 @pytest.fixture(scope="module")
 def feed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Feed]:
     work = tmp_path_factory.mktemp("e2e-feed")
@@ -93,11 +56,15 @@ def feed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Feed]:
 
 def test_version_and_artefacts(built_app: Path) -> None:
     assert run_app("--version").stdout.strip() == f"desktop {SHELL_VERSION}"
-    archives = list((REPO_ROOT / "dist").glob(f"desktop-{SHELL_VERSION}-linux-*.tar.gz"))
+    archives = list(DIST.glob(f"desktop-shell-{SHELL_VERSION}-linux-*.tar.gz"))
     assert len(archives) == 1 and archives[0].stat().st_size > 10_000_000
+    assert len(list(DIST.glob(f"desktop-shell_{SHELL_VERSION}_*.deb"))) == 1
+    assert not (DIST / "desktop").exists(), "nothing called desktop/ (it would sit next to ~/Desktop)"
     entry = (APP_DIR / "desktop-shell.desktop").read_text()
     assert "[Desktop Entry]" in entry and "Icon=desktop-shell" in entry
     assert (APP_DIR / "desktop-shell.svg").is_file()
+    info = json.loads((APP_DIR / "_internal" / "build-info.json").read_text())
+    assert (info["version"], info["platform"], info["executable"]) == (SHELL_VERSION, "linux-x86_64", "desktop")
     bundled = APP_DIR / "_internal" / "resources"
     for part in ("runtime/runtime.json", "runtime/app/main.py", "native/textstats/libtextstats.so", "config.json"):
         assert (bundled / part).is_file(), part
@@ -108,18 +75,21 @@ def test_version_and_artefacts(built_app: Path) -> None:
 def test_archive_unpacks_and_runs_anywhere(built_app: Path, tmp_path: Path) -> None:
     import tarfile
 
-    (archive,) = (REPO_ROOT / "dist").glob(f"desktop-{SHELL_VERSION}-linux-*.tar.gz")
+    (archive,) = DIST.glob(f"desktop-shell-{SHELL_VERSION}-linux-*.tar.gz")
+    top = archive.name[: -len(".tar.gz")]
     with tarfile.open(archive) as tar:
-        assert all(name == "desktop" or name.startswith("desktop/") for name in tar.getnames())
+        names = tar.getnames()
+        assert all(name == top or name.startswith(f"{top}/") for name in names)
+        assert {f"{top}/install.sh", f"{top}/uninstall.sh", f"{top}/launcher.sh", f"{top}/shell/desktop"} <= set(names)
         tar.extractall(tmp_path / "opt", filter="tar")
-    app = tmp_path / "opt" / "desktop" / "desktop"
+    app = tmp_path / "opt" / top / "shell" / "desktop"
     result = subprocess.run([str(app), "launch", "--until-ready", "--json", "--data-dir", str(tmp_path / "data")],
                             capture_output=True, text=True, timeout=90, env=app_env(), check=False)
     assert result.returncode == 0, result.stderr
     launched = json.loads(result.stdout)
     assert (launched["source"], launched["version"], launched["ready"]) == ("bundled", SHELL_VERSION, True)
     log = (tmp_path / "data" / "logs" / "runtime.log").read_text()
-    assert f"{app} --run-runtime {tmp_path}/opt/desktop/_internal/resources/runtime/app/main.py" in log
+    assert f"{app} --run-runtime {app.parent}/_internal/resources/runtime/app/main.py" in log
 
 
 def test_build_is_cached(built_app: Path) -> None:
@@ -176,23 +146,6 @@ def test_bundled_update_and_fallback(built_app: Path, feed: Feed, tmp_path: Path
     assert again["outcome"] in ("bad-version", "up-to-date")
 
 
-def _accent_pixels(png: Path) -> int:
-    """Pixels in the Notes page's accent colour (its 'Add note' button): web content was drawn."""
-    from PySide6.QtGui import QImage  # noqa: TID251  (tests may use Qt; no QApplication needed)
-
-    image = QImage(str(png))
-    assert not image.isNull(), f"{png} is not a readable image"
-    accents = [(0x34, 0x57, 0xD5), (0x7B, 0x96, 0xFF)]  # light and dark theme
-    count = 0
-    for y in range(0, image.height(), 2):
-        for x in range(0, image.width(), 2):
-            colour = image.pixelColor(x, y)
-            rgb = (colour.red(), colour.green(), colour.blue())
-            if any(all(abs(a - b) <= 24 for a, b in zip(rgb, accent, strict=True)) for accent in accents):
-                count += 1
-    return count
-
-
 def test_gui_runs_offscreen_and_shows_the_runtime(built_app: Path, feed: Feed, tmp_path: Path) -> None:
     screenshot = tmp_path / "window.png"
     extra = {"QT_QPA_PLATFORM": "offscreen"}
@@ -207,7 +160,7 @@ def test_gui_runs_offscreen_and_shows_the_runtime(built_app: Path, feed: Feed, t
     data = screenshot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
     assert "--run-runtime" in (tmp_path / "gui-data" / "logs" / "runtime.log").read_text()
-    accent = _accent_pixels(screenshot)
+    accent = accent_pixels(screenshot)
     print(f"\ne2e: GUI ran {elapsed:.1f} s, screenshot {len(data)} bytes, {accent} sampled accent pixels")
     assert accent > 300, "the window does not show the runtime's page (QtWebEngine did not render it)"
 
@@ -320,7 +273,7 @@ def test_time_to_runtime_ready(built_app: Path, tmp_path: Path) -> None:
     source, source_all = median_of_5([sys.executable, "-m", "desktop", "launch", "--until-ready", "--json",
                                       "--data-dir", str(tmp_path / "data-src")])
     print(f"\ne2e: built app time to runtime-ready, median of 5: {frozen:.3f} s "
-          f"({', '.join(f'{t:.3f}' for t in frozen_all)}) for `dist/desktop/desktop launch --until-ready --json "
+          f"({', '.join(f'{t:.3f}' for t in frozen_all)}) for `dist/desktop-shell/desktop launch --until-ready --json "
           f"--data-dir D`; from source (python -m desktop): {source:.3f} s "
           f"({', '.join(f'{t:.3f}' for t in source_all)})")
     assert frozen < 15

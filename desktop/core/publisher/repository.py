@@ -157,7 +157,8 @@ class FeedPublisher:
             draft = Draft.from_base(base)
             published = draft.targets.signed.targets
             for path, other in published.items():
-                if (path != INDEX and str((other.custom or {}).get("version")) == str(manifest.version)
+                if (path != INDEX and (other.custom or {}).get("kind", "runtime") == "runtime"
+                        and str((other.custom or {}).get("version")) == str(manifest.version)
                         and other.hashes.get("sha256") != sha256):
                     raise ConflictError(f"version {manifest.version} is already published as {path} "
                                      "with different bytes; publish a new version instead")
@@ -188,6 +189,57 @@ class FeedPublisher:
             warnings = self._verify_and_commit(staging, live, draft)
             warnings += self._warnings(self._require_live(), window)
             return Published(name, str(manifest.version), channel, rollout, sha256, length, False, tuple(warnings))
+
+    def publish_artefact(self, write: Callable[[Path], None], name: str, custom: Mapping[str, Any],
+                         signers: Signers, *, same_release: Callable[[Mapping[str, Any]], bool],
+                         published_at: str | None = None, window: timedelta = RENEW_WINDOW) -> Published:
+        """Add a release archive that `write(path)` produces (a shell build) as target `name` with `custom`.
+
+        `same_release(custom)` says whether a published target is the same release (for a shell:
+        kind, version and platform). The same release with other bytes is refused
+        (`ConflictError`); the same bytes with new facts (a wider rollout) are re-signed.
+        """
+        given = _signer_list(signers)
+        if not given:
+            raise NoSigningKeyError(self._no_key_message(new=not self.exists()))
+        with self._session(create=True) as staging:
+            live = load_live(self.layout)
+            base = live or new_feed(self.layout, staging, given, None, None, self.clock())
+            root = base.root.signed
+            refuse_strangers([root], given, self.root, Targets.type)
+            for role in (Targets.type, Snapshot.type, Timestamp.type):
+                require(root, role, given, self.root)
+            self.checkpoint("authorised")
+            archive = staging.work / name
+            write(archive)
+            sha256, length = sha256_file(archive)
+            draft = Draft.from_base(base)
+            published = draft.targets.signed.targets
+            for path, other in published.items():
+                if path != INDEX and same_release(other.custom or {}) and other.hashes.get("sha256") != sha256:
+                    raise ConflictError(f"{path} is already published as this release with different bytes; "
+                                        "publish a new version instead")
+            facts: dict[str, Any] = {**custom, "published": published_at or self.clock().isoformat()}
+            previous = published.get(name)
+            if previous is not None and previous.hashes.get("sha256") == sha256:
+                old = dict(previous.custom or {})
+                facts["published"] = old.get("published", facts["published"])
+                if live is not None and old == facts:
+                    return Published(name, str(facts.get("version")), str(facts.get("channel")),
+                                     float(facts.get("rollout", 100)), sha256, length, True,
+                                     tuple(self._warnings(live, window)))
+            stored = f"{sha256}.{name}"
+            if not (self.layout.targets / stored).exists():
+                staging.add_target_file(archive, stored)
+            draft.add_target(name, length, sha256, facts)
+            draft.stage_index(staging, self.layout)
+            self._renew_in_window(draft, given, window, roles=(Root.type,), explicit=())
+            draft.stage(staging, given, self.clock(), self.root)
+            self.checkpoint("staged")
+            warnings = self._verify_and_commit(staging, live, draft)
+            warnings += self._warnings(self._require_live(), window)
+            return Published(name, str(facts.get("version")), str(facts.get("channel")),
+                             float(facts.get("rollout", 100)), sha256, length, False, tuple(warnings))
 
     def refresh(self, signers: Signers, *, window: timedelta = RENEW_WINDOW, renew: Sequence[str] = (),
                 timestamp_expiry: timedelta | None = None) -> Refreshed:

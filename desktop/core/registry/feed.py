@@ -165,6 +165,23 @@ class FeedRegistry:
         return Listing(tuple(releases), not_modified=fetched_meta <= 2,
                        bytes_received=self.fetcher.bytes_received - before_bytes)
 
+    def list_shell_releases(self, platform: str) -> Listing:
+        """Shell releases (targets of kind "shell") built for `platform`; the same signed metadata."""
+        before_bytes = self.fetcher.bytes_received
+        updater = self._updater = self._open()
+        self._call("checking the feed", updater.refresh)
+        index_info = self._call("reading the release index", updater.get_targetinfo, INDEX)
+        releases: list[Release] = []
+        if index_info is not None:
+            for name in self._index(index_info):
+                info = self._call("reading release metadata", updater.get_targetinfo, name)
+                release = _shell_release(info, platform) if info is not None else None
+                if release is not None:
+                    self._infos[name] = info
+                    releases.append(release)
+        releases.sort(key=lambda r: r.version, reverse=True)
+        return Listing(tuple(releases), bytes_received=self.fetcher.bytes_received - before_bytes)
+
     def _target_url(self, info: TargetFile) -> str:
         name = info.path
         directory, _, basename = name.rpartition("/")
@@ -239,6 +256,28 @@ class FeedRegistry:
 
     def close(self) -> None:
         self.fetcher.close()
+
+
+def _shell_release(info: TargetFile, platform: str) -> Release | None:
+    """A shell target for `platform` as a Release (its facts come from the signed custom metadata)."""
+    custom = info.custom if isinstance(info.custom, dict) else {}
+    if custom.get("kind") != "shell" or custom.get("platform") != platform:
+        return None
+    version = parse_version(custom.get("version"))
+    sha = info.hashes.get("sha256")
+    if version is None or not isinstance(sha, str):
+        return None
+    try:
+        rollout = float(custom.get("rollout", 100))
+    except (TypeError, ValueError):
+        rollout = 100.0
+    unpacked = custom.get("unpacked_size")
+    return Release(
+        version=version, url=info.path, integrity=Integrity.from_hex("sha256", sha), size=info.length,
+        channel=str(custom.get("channel", "stable")), notes=str(custom.get("notes", "")),
+        rollout=rollout if 0 <= rollout <= 100 else 100.0, published=str(custom.get("published", "")),
+        unpacked_size=unpacked if isinstance(unpacked, int) and not isinstance(unpacked, bool) else None,
+        extra={"kind": "shell", "platform": platform})
 
 
 def _matches(info: TargetFile, data: bytes) -> bool:
