@@ -186,6 +186,10 @@ class _Apply:
         self.manifest = manifest
         self.files = manifest.files
         self.total = manifest.total_size
+        if len(manifest.entries) > self.limits.max_files:
+            raise DeltaError(f"target has more than {self.limits.max_files} entries")
+        if self.total > self.limits.max_total_bytes:
+            raise DeltaError(f"target is larger than the limit of {self.limits.max_total_bytes} bytes")
         if any(e.size > self.limits.max_file_bytes for e in self.files):
             raise DeltaError(f"target has a file larger than the limit of {self.limits.max_file_bytes} bytes")
         for entry in manifest.entries:

@@ -17,13 +17,13 @@ from its end is searched in its window and the old/new offset shift is updated f
 was found. A window is the piece plus `margin` bytes on each side, so both sides hold at most
 one window, one piece and one encoded payload at a time: memory does not grow with file size.
 
-When bsdiff is tried (measured on runtime-like content, see the module's tests and the
-benchmark): always for pieces up to `bsdiff_always_below` (cheap; zstd still wins on small text
-edits: 128 vs 287 bytes for three edits of a 2 KB file); for larger pieces only when zstd's
-result exceeds 1/`bsdiff_ratio` of the piece (a few edited regions in 30 MB: zstd 140 KB in
-0.7 s, bsdiff 151 KB in 14 s; every address in 4 MB shifted: zstd 223 KB, bsdiff 92 KB in
-1.9 s), the window is at most `bsdiff_max_window` (bsdiff needs ~17x the window in memory) and
-the delta's bsdiff budget is not spent.
+When bsdiff is tried (measured on runtime-like content): always for pieces up to
+`bsdiff_always_below` (cheap; zstd still wins on small text edits: 128 vs 287 bytes for three
+edits of a 2 KB file); for larger pieces only when zstd's result exceeds 1/`bsdiff_ratio`
+of the piece (a few edited regions in 30 MB: zstd 140 KB in 0.7 s, bsdiff 151 KB in 14 s;
+every address in 4 MB shifted: zstd 223 KB, bsdiff 92 KB in 1.9 s), the window is at most
+`bsdiff_max_window` and the delta's bsdiff budget (bytes of reference, so that the same
+trees always give the same delta) is not spent.
 """
 
 from __future__ import annotations
@@ -75,8 +75,10 @@ class EncodeOptions:
     raw_small_bytes: int = 4 * MiB
     bsdiff_always_below: int = 64 * 1024
     bsdiff_ratio: int = 64
-    bsdiff_max_window: int = 12 * MiB
-    bsdiff_budget: int = 128 * MiB  # bytes of reference bsdiff may index per delta
+    # bsdiff needs ~17x its window in memory and turns quadratic on repetitive content (a 12 MiB
+    # window of padding and repeated tables took 30-40 s): only small windows, within a budget.
+    bsdiff_max_window: int = 4 * MiB
+    bsdiff_budget: int = 32 * MiB  # bytes of reference bsdiff may index per delta
 
 
 DEFAULT_OPTIONS: Final = EncodeOptions()
@@ -326,13 +328,26 @@ def _bsdiff_fits(payload: bytes, out_len: int) -> bool:
 
 
 def _track(window: bytes, lo: int, data: bytes, pos: int, shift: int) -> int:
-    """The old-minus-new offset after this piece, from where a sample of its end sits in the old file."""
+    """The old-minus-new offset after this piece, from where a sample of its end sits in the old file.
+
+    Runtime binaries repeat themselves (tables, padding), so a sample can occur many times:
+    the expected place wins, then the occurrence nearest to it.
+    """
     end = len(data) - _SAMPLE
     for off in range(end, max(-1, end - 64 * 4096), -4096):
         sample = data[off:off + _SAMPLE]
-        if len(sample) == _SAMPLE and len(set(sample)) >= 16:
-            found = window.find(sample)
-            return lo + found - (pos + off) if found >= 0 else shift
+        if len(sample) < _SAMPLE or len(set(sample)) < 16:
+            continue
+        expected = pos + off + shift - lo
+        if expected >= 0 and window[expected:expected + _SAMPLE] == sample:
+            return shift
+        anchor = min(max(0, expected), len(window))
+        after = window.find(sample, anchor)
+        before = window.rfind(sample, 0, anchor + _SAMPLE - 1)
+        found = [i for i in (after, before) if i >= 0]
+        if found:
+            best = min(found, key=lambda i: abs(i - expected))
+            return lo + best - (pos + off)
     return shift
 
 

@@ -302,6 +302,7 @@ def verify_tree(
     """
     mismatches: list[Mismatch] = []
     seen: set[str] = set()
+    cut: set[str] = set()  # reported subtrees: their contents are not listed again
     total = manifest.total_size
     done = 0
     for item in walk(root):
@@ -309,29 +310,34 @@ def verify_tree(
             raise CancelledError("cancelled while verifying the tree")
         entry = manifest.get(item.rel)
         if entry is None:
-            if not ignore_extra and not _under_reported(item.rel, mismatches):
+            if not ignore_extra and not _under(item.rel, cut):
                 mismatches.append(Mismatch(item.rel, "unexpected"))
+                cut.add(item.rel)
             continue
         seen.add(item.rel)
         problem = _compare(item.path, item.st, entry, cancel)
         if problem is not None:
             mismatches.append(problem)
+            if problem.problem == "type":
+                cut.add(item.rel)
         if entry.kind == FILE:
             done += entry.size
             if progress is not None:
                 progress(done, total)
     for entry in manifest.entries:
-        if entry.path not in seen and not _under_reported(entry.path, mismatches):
+        if entry.path not in seen and not _under(entry.path, cut):
             mismatches.append(Mismatch(entry.path, "missing"))
+            cut.add(entry.path)
     return mismatches
 
 
-def _under_reported(path: str, mismatches: list[Mismatch]) -> bool:
-    """Whether a parent of `path` is already reported (one line per missing or extra subtree)."""
-    if not mismatches:
-        return False
-    last = mismatches[-1]
-    return path.startswith(last.path + "/") and last.problem in ("missing", "unexpected", "type")
+def _under(path: str, cut: set[str]) -> bool:
+    """Whether a parent of `path` is in `cut`."""
+    while cut and "/" in path:
+        path = path.rpartition("/")[0]
+        if path in cut:
+            return True
+    return False
 
 
 def _compare(path: str, st: os.stat_result, entry: ManifestEntry,
