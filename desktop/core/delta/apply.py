@@ -35,6 +35,7 @@ from desktop.core.delta.format import (
     OP_COPY,
     OP_END,
     OP_FILE,
+    OP_RUN,
     PIECE_BSDIFF,
     PIECE_RANGE,
     PIECE_RAW,
@@ -197,17 +198,30 @@ class _Apply:
                 path = self.dest / entry.path
                 os.mkdir(path, 0o755)
                 os.chmod(path, 0o755)
-        for index, entry in enumerate(self.files):
+        index = 0
+        while index < len(self.files):
             self.check_cancel()
             op = self.reader.u8()
-            if op not in (OP_COPY, OP_FILE) or self.reader.u32() != index:
-                raise DeltaError(f"corrupt delta: unexpected record for {entry.path}")
-            base_path = self.reader.name()
+            if op not in (OP_COPY, OP_FILE, OP_RUN) or self.reader.u32() != index:
+                raise DeltaError(f"corrupt delta: unexpected record for {self.files[index].path}")
+            if op == OP_RUN:
+                count = self.reader.u32()
+                if count == 0 or index + count > len(self.files):
+                    raise DeltaError("corrupt delta: a run of unchanged files goes past the last file")
+                for entry in self.files[index:index + count]:
+                    self.check_cancel()
+                    self._copy(entry, entry.path)
+                    self.report()
+                index += count
+                continue
+            entry = self.files[index]
+            base_path = self.reader.name(entry.path)
             if op == OP_COPY:
                 self._copy(entry, base_path)
             else:
                 self._rebuild(entry, base_path)
             self.report()
+            index += 1
         if self.reader.u8() != OP_END:
             raise DeltaError("corrupt delta: records go on past the last file")
         self.reader.check_end()

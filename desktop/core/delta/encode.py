@@ -164,32 +164,46 @@ class _Encoder:
         self.payload: dict[str, int] = {name: 0 for name in PIECE_NAMES.values()}
         self.by_hash: dict[str, str] = {}
         self.by_name: dict[str, list[ManifestEntry]] = {}
+        self.by_dir: dict[str, list[ManifestEntry]] = {}
         for entry in old.entries:
             if entry.kind == FILE:
                 self.by_hash.setdefault(entry.sha256, entry.path)
-                self.by_name.setdefault(entry.path.rpartition("/")[2], []).append(entry)
+                parent, _, name = entry.path.rpartition("/")
+                self.by_name.setdefault(name, []).append(entry)
+                self.by_dir.setdefault(parent, []).append(entry)
 
     def run(self, header: DeltaHeader) -> None:
         frame = zref_encode(self.old.to_bytes(), self.new.to_bytes(), self.opts.level_small)
         self.manifest_bytes = len(frame)
         self.w.start(header, frame)
         total, done = self.new.total_size, 0
+        run_start, run_len = 0, 0
         for index, entry in enumerate(self.new.files):
             if self.cancel is not None and self.cancel():
                 raise CancelledError("cancelled while building the delta")
             old = self.old.get(entry.path)
             if old is not None and old.kind == FILE and old.sha256 == entry.sha256:
-                self.w.copy(index, old.path)
+                if run_len == 0:
+                    run_start = index
+                run_len += 1
                 self._copied(entry)
-            elif entry.sha256 in self.by_hash:
-                self.w.copy(index, self.by_hash[entry.sha256])
+                continue
+            if run_len:
+                self.w.run(run_start, run_len)
+                run_len = 0
+            if entry.sha256 in self.by_hash:
+                self.w.copy(index, self.by_hash[entry.sha256], entry.path)
                 self._copied(entry)
             else:
                 ref = old if old is not None and old.kind == FILE else self._similar(entry)
-                self._encode_file(index, entry, ref)
+                self._encode_file(index, entry, ref, same_path=old is not None and ref is old)
             done += entry.size
             if self.progress is not None:
                 self.progress(done, total)
+        if run_len:
+            self.w.run(run_start, run_len)
+        if self.progress is not None:
+            self.progress(total, total)
         self.w.end()
 
     def _copied(self, entry: ManifestEntry) -> None:
@@ -197,11 +211,22 @@ class _Encoder:
         self.counts["bytes_copied"] += entry.size
 
     def _similar(self, entry: ManifestEntry) -> ManifestEntry | None:
-        """An old file with the same name elsewhere (moved or duplicated), closest in size."""
+        """A reference for a file new at its path.
+
+        An old file with the same name elsewhere (moved and edited), closest in size; else the
+        largest old sibling with the same extension (new source files share imports,
+        identifiers and idioms with their neighbours), when the file is small enough for it.
+        """
         candidates = self.by_name.get(entry.path.rpartition("/")[2])
-        if not candidates:
+        if candidates:
+            return min(candidates, key=lambda c: abs(c.size - entry.size))
+        if entry.size > self.opts.small_bytes:
             return None
-        return min(candidates, key=lambda c: abs(c.size - entry.size))
+        parent, _, name = entry.path.rpartition("/")
+        ext = name.rpartition(".")[2] if "." in name else None
+        siblings = [e for e in self.by_dir.get(parent, ()) if ext is not None and e.path.endswith("." + ext)
+                    and e.size <= self.opts.small_bytes]
+        return max(siblings, key=lambda e: (e.size, e.path)) if siblings else None
 
     def stats(self, seconds: float) -> DeltaStats:
         return DeltaStats(
@@ -212,10 +237,10 @@ class _Encoder:
 
     # ----------------------------------------------------------------------- one file
 
-    def _encode_file(self, index: int, entry: ManifestEntry, ref: ManifestEntry | None) -> None:
-        self.counts["encoded" if ref is not None else "new"] += 1
+    def _encode_file(self, index: int, entry: ManifestEntry, ref: ManifestEntry | None, *, same_path: bool) -> None:
+        self.counts["encoded" if same_path else "new"] += 1
         self.counts["bytes_encoded"] += entry.size
-        self.w.file(index, ref.path if ref is not None else None)
+        self.w.file(index, ref.path if ref is not None else None, entry.path)
         new_fd = os.open(self.new_root / entry.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         ref_fd = -1
         try:
@@ -305,6 +330,12 @@ class _FileEncoder:
         opts = self.opts
         small = len(window) + len(data) <= opts.small_bytes
         best_method, best = PIECE_ZREF, zref_encode(window, data, opts.level_small if small else opts.level_large)
+        if small and len(best) * 4 > len(data):  # the reference hardly helps: maybe it costs
+            plain = raw_encode(data, opts.level_small)
+            if len(plain) < len(best):
+                self.w.piece_raw(len(data), plain)
+                self.enc.count(PIECE_RAW, len(plain))
+                return
         if self._try_bsdiff(window, data, len(best)):
             if len(window) > opts.bsdiff_always_below:
                 self.enc.budget -= len(window)

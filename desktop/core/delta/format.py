@@ -9,9 +9,11 @@ All integers are big-endian. ``len``-prefixed strings are UTF-8.
     manifest       u32 len + zstd frame: the target manifest's canonical bytes, compressed with
                    the base manifest's canonical bytes as a raw-content dictionary (most entries
                    are unchanged, so this costs a few bytes per changed file)
-    records        one per regular file of the target manifest, in manifest order:
-      COPY  0x01   u32 file index, u16 len + base path      the base file, unchanged
-      FILE  0x02   u32 file index, u16 len + base path ("" = none), then pieces until the
+    records        covering every regular file of the target manifest once, in manifest order
+                   (a base path is u16 len + UTF-8; len 0xFFFF means "the target's own path"):
+      RUN   0x03   u32 first file index, u32 count          files unchanged at the same path
+      COPY  0x01   u32 file index, base path                the base file, unchanged (moved)
+      FILE  0x02   u32 file index, base path (len 0 = none), then pieces until the
                    file's size (from the target manifest) is reached:
         RAW    0x00  u32 out_len, u32 payload_len, zstd frame
         ZREF   0x01  u64 ref_off, u32 ref_len, u32 out_len, u32 payload_len, zstd frame
@@ -44,7 +46,9 @@ MAX_HEADER_BYTES: Final = 64 * 1024
 
 OP_COPY: Final = 0x01
 OP_FILE: Final = 0x02
+OP_RUN: Final = 0x03
 OP_END: Final = 0xFF
+SAME_PATH: Final = 0xFFFF
 
 PIECE_RAW: Final = 0x00
 PIECE_ZREF: Final = 0x01
@@ -107,13 +111,14 @@ class DeltaWriter:
         self.raw(MAGIC + _U16.pack(FORMAT_VERSION) + _U32.pack(len(head)) + head)
         self.raw(_U32.pack(len(manifest_frame)) + manifest_frame)
 
-    def copy(self, index: int, base_path: str) -> None:
-        name = base_path.encode("utf-8")
-        self.raw(_U8.pack(OP_COPY) + _U32.pack(index) + _U16.pack(len(name)) + name)
+    def run(self, index: int, count: int) -> None:
+        self.raw(_U8.pack(OP_RUN) + _U32.pack(index) + _U32.pack(count))
 
-    def file(self, index: int, base_path: str | None) -> None:
-        name = (base_path or "").encode("utf-8")
-        self.raw(_U8.pack(OP_FILE) + _U32.pack(index) + _U16.pack(len(name)) + name)
+    def copy(self, index: int, base_path: str, target_path: str) -> None:
+        self.raw(_U8.pack(OP_COPY) + _U32.pack(index) + _name(base_path, target_path))
+
+    def file(self, index: int, base_path: str | None, target_path: str) -> None:
+        self.raw(_U8.pack(OP_FILE) + _U32.pack(index) + _name(base_path or "", target_path))
 
     def piece_raw(self, out_len: int, frame: bytes) -> None:
         self.raw(_U8.pack(PIECE_RAW) + _RAW.pack(out_len, len(frame)))
@@ -131,6 +136,15 @@ class DeltaWriter:
         digest.update(_U8.pack(OP_END))
         self._out.write(_U8.pack(OP_END) + digest.digest())
         self.written += 1 + 32
+
+
+def _name(base_path: str, target_path: str) -> bytes:
+    if base_path and base_path == target_path:
+        return _U16.pack(SAME_PATH)
+    name = base_path.encode("utf-8")
+    if len(name) >= SAME_PATH:
+        raise ValueError(f"path too long for a delta record: {base_path[:100]!r}")
+    return _U16.pack(len(name)) + name
 
 
 def pack_bsdiff(control: bytes, diff: bytes, extra: bytes) -> bytes:
@@ -207,8 +221,11 @@ class DeltaReader:
     def u32(self) -> int:
         return int(_U32.unpack(self.exact(4))[0])
 
-    def name(self) -> str:
-        raw = self.exact(self.u16())
+    def name(self, target_path: str) -> str:
+        size = self.u16()
+        if size == SAME_PATH:
+            return target_path
+        raw = self.exact(size)
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:

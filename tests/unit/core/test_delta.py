@@ -288,23 +288,26 @@ def test_records_that_point_outside_the_base_are_refused(
     a, ma, _, mb, _ = releases
     first = mb.files[0]
     for base_path in ("../../etc/passwd", "/etc/passwd", "bin/core-link", "no/such/file"):
-        data = _crafted(ma, mb, lambda w, p=base_path: w.copy(0, p))  # type: ignore[misc]
+        data = _crafted(ma, mb, lambda w, p=base_path: w.copy(0, p, first.path))  # type: ignore[misc]
         _assert_refused(data, a, ma, mb, tmp_path / "out", "not a file of the base")
     other = next(e for e in ma.files if e.sha256 != first.sha256)
-    _assert_refused(_crafted(ma, mb, lambda w: w.copy(0, other.path)), a, ma, mb, tmp_path / "out",
+    _assert_refused(_crafted(ma, mb, lambda w: w.copy(0, other.path, first.path)), a, ma, mb, tmp_path / "out",
                     "is not the content of")
 
     core = ma.get("lib/core.so")
     assert core is not None
 
+    _assert_refused(_crafted(ma, mb, lambda w: w.run(0, len(mb.files) + 1)), a, ma, mb, tmp_path / "out",
+                    "past the last file")
+
     def out_of_range(w: DeltaWriter) -> None:
-        w.file(0, core.path)
+        w.file(0, core.path, first.path)
         w.piece_range(core.size - 10, 100)
 
     _assert_refused(_crafted(ma, mb, out_of_range), a, ma, mb, tmp_path / "out", "bad range piece")
 
     def huge_window(w: DeltaWriter) -> None:
-        w.file(0, core.path)
+        w.file(0, core.path, first.path)
         w.piece_ref(PIECE_BSDIFF, 0, core.size + 1, 10, b"x")
 
     _assert_refused(_crafted(ma, mb, huge_window), a, ma, mb, tmp_path / "out", "bad reference window")
@@ -322,7 +325,7 @@ def test_hostile_bsdiff_control_block_is_refused(
     negative = struct.pack("<q", 0) + (1 << 63 | 5).to_bytes(8, "little") + struct.pack("<q", 0)
 
     def hostile(w: DeltaWriter) -> None:
-        w.file(0, core.path)
+        w.file(0, core.path, first.path)
         w.piece_ref(PIECE_BSDIFF, 0, 1000, first.size, raw_encode(pack_bsdiff(negative, b"", b"\0" * first.size), 3))
 
     _assert_refused(_crafted(ma, mb, hostile), a, ma, mb, tmp_path / "out", "negative length")
