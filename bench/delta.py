@@ -180,13 +180,13 @@ class Content:
                      "{i}{a} = {b}.{c}({d})\n", "{i}if {a} is not None and {b}:\n", "{i}for {a} in {b}.{c}():\n",
                      "{i}import {a}.{b}\n", "{i}# {a} {b} {c} {d}\n", "{i}raise {a}Error(\"{b} {c}\")\n",
                      "{i}self.{a} = {b}\n", "\n", "{i}class {a}{b}({c}):\n", "{i}yield {a}({b}, {c})\n"]
-        lines = []
-        for _ in range(20000):
+        self.words, self.word_weights, self.templates = words, weights, templates
+        common = []  # blank lines, imports, closing idioms: the lines real source files share
+        for _ in range(300):
             pick = rnd.choices(words, cum_weights=weights, k=4)
-            indent = " " * (4 * rnd.choice((0, 1, 1, 2, 2, 2, 3)))
-            lines.append(rnd.choice(templates).format(i=indent, a=pick[0], b=pick[1], c=pick[2], d=pick[3]).encode())
-        self.lines = lines
-        self.line_weights = list(itertools.accumulate(1 / (i + 1) ** 0.6 for i in range(len(lines))))
+            indent = " " * (4 * rnd.choice((0, 1, 2)))
+            common.append(rnd.choice(templates).format(i=indent, a=pick[0], b=pick[1], c=pick[2], d=pick[3]))
+        self.common = common
         tokens = [rnd.randbytes(rnd.choice((1, 2, 2, 3, 3, 4, 5, 6, 7, 8))) for _ in range(3000)]
         self.tokens = tokens
         self.token_weights = list(itertools.accumulate(1 / (i + 1) ** 1.35 for i in range(len(tokens))))
@@ -195,10 +195,24 @@ class Content:
         return "".join(self.rnd.choice("abcdefghijklmnopqrstuvwxyz_") for _ in range(self.rnd.randint(2, 12)))
 
     def text(self, size: int) -> bytes:
-        out = bytearray()
-        while len(out) < size:
-            out += b"".join(self.rnd.choices(self.lines, cum_weights=self.line_weights, k=max(8, size // 40)))
-        return bytes(out[:size])
+        """Python-like source: most lines fresh (shared words, not shared lines), some common ones."""
+        rnd = self.rnd
+        out: list[str] = []
+        length = 0
+        while length < size:
+            n = max(8, (size - length) // 38 + 1)
+            words = rnd.choices(self.words, cum_weights=self.word_weights, k=4 * n)
+            indents = rnd.choices((0, 4, 4, 8, 8, 8, 12), k=n)
+            templates = rnd.choices(self.templates, k=n)
+            for j in range(n):
+                if rnd.random() < 0.3:
+                    line = rnd.choice(self.common)
+                else:
+                    a, b, c, d = words[4 * j:4 * j + 4]
+                    line = templates[j].format(i=" " * indents[j], a=a, b=b, c=c, d=d)
+                out.append(line)
+                length += len(line)
+        return "".join(out).encode()[:size]
 
     def code(self, size: int) -> bytes:
         rnd = self.rnd
