@@ -29,7 +29,7 @@ from typing import Final
 
 import zstandard as zstd
 
-from desktop.core.delta.codec import bsdiff_decode, raw_decode, zref_decode
+from desktop.core.delta.codec import StreamDecoder, bsdiff_decode, raw_decode, zref_decode
 from desktop.core.delta.errors import DeltaError, FileManifestError
 from desktop.core.delta.format import (
     OP_COPY,
@@ -39,6 +39,7 @@ from desktop.core.delta.format import (
     PIECE_BSDIFF,
     PIECE_RANGE,
     PIECE_RAW,
+    PIECE_STREAM,
     PIECE_ZREF,
     DeltaReader,
 )
@@ -70,6 +71,7 @@ class DeltaLimits:
     max_ref_bytes: int = 32 * MiB  # one reference window in memory
     max_window_size: int = 1 << 26  # zstd decoder window
     max_manifest_bytes: int = 64 * MiB
+    max_stream_dict_bytes: int = 8 * MiB
 
     def manifest_limits(self) -> ManifestLimits:
         return ManifestLimits(max_document_bytes=self.max_manifest_bytes, max_entries=self.max_files,
@@ -158,6 +160,8 @@ class _Apply:
         self.reported = 0
         self.reflink_ok = True
         self.open_fds: list[int] = []
+        self.stream_dict: list[int] = []
+        self.stream: StreamDecoder | None = None
 
     def close(self) -> None:
         for fd in self.open_fds:
@@ -187,6 +191,7 @@ class _Apply:
             raise DeltaError(f"delta does not produce the signed target manifest of {header.target_version}")
         manifest = self._manifest(expected)
         self.manifest = manifest
+        self.stream_dict = self.reader.stream_dict()
         self.files = manifest.files
         self.total = manifest.total_size
         if len(manifest.entries) > self.limits.max_files:
@@ -343,7 +348,7 @@ class _Apply:
                 self._copy_range(base_fd, ref_off, out_len, dst, digest)
                 done += out_len
                 continue
-            if method == PIECE_RAW:
+            if method in (PIECE_RAW, PIECE_STREAM):
                 out_len, payload_len = self.reader.raw_piece()
                 ref_off = ref_len = 0
             elif method in (PIECE_ZREF, PIECE_BSDIFF):
@@ -357,6 +362,8 @@ class _Apply:
             payload = self.reader.exact(payload_len)
             if method == PIECE_RAW:
                 data = raw_decode(payload, out_len, lim.max_window_size)
+            elif method == PIECE_STREAM:
+                data = self._stream().piece(payload, out_len)
             else:
                 ref = _pread_exact(base_fd, ref_len, ref_off)
                 decode = zref_decode if method == PIECE_ZREF else bsdiff_decode
@@ -371,6 +378,28 @@ class _Apply:
         if base_fd >= 0:
             self._release(base_fd)
         self._finish(dst, entry, done, digest.hexdigest(), "rebuilt file")
+
+    def _stream(self) -> StreamDecoder:
+        """The shared stream's decoder, primed with the base files the delta names (checked)."""
+        if self.stream is None:
+            parts: list[bytes] = []
+            total = 0
+            base_files = self.base.files
+            for index in self.stream_dict:
+                if index >= len(base_files):
+                    raise DeltaError("corrupt delta: stream dictionary names a file the base does not have")
+                entry = base_files[index]
+                total += entry.size
+                if total > self.limits.max_stream_dict_bytes:
+                    raise DeltaError("corrupt delta: stream dictionary is larger than the limit")
+                fd = self._open_base(entry)
+                data = _pread_exact(fd, entry.size, 0)
+                self._release(fd)
+                if hashlib.sha256(data).hexdigest() != entry.sha256:
+                    raise DeltaError(f"base file {entry.path} changed on disk (content differs from its record)")
+                parts.append(data)
+            self.stream = StreamDecoder(b"".join(parts))
+        return self.stream
 
     def _copy_range(self, src: int, offset: int, length: int, dst: int, digest: hashlib._Hash) -> None:
         end = offset + length

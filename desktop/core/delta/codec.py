@@ -79,6 +79,49 @@ def _decompress(dctx: zstd.ZstdDecompressor, payload: bytes, out_len: int) -> by
     return out
 
 
+STREAM_WINDOW_LOG: Final = 22
+_STREAM_SLICE: Final = 256  # compressed bytes per call: <= ~11 MiB of output before the size check
+
+
+class StreamEncoder:
+    """The delta's shared zstd stream: each piece ends with a block flush, history is kept."""
+
+    def __init__(self, dictionary: bytes, level: int) -> None:
+        params = zstd.ZstdCompressionParameters.from_level(
+            level, window_log=STREAM_WINDOW_LOG, write_content_size=False, write_checksum=False)
+        cctx = zstd.ZstdCompressor(dict_data=_ref_dict(dictionary) if dictionary else None,
+                                   compression_params=params)
+        self._cobj = cctx.compressobj()
+
+    def piece(self, data: bytes) -> bytes:
+        return self._cobj.compress(data) + self._cobj.flush(zstd.COMPRESSOBJ_FLUSH_BLOCK)
+
+
+class StreamDecoder:
+    """Inverse of StreamEncoder, one piece at a time, never producing more than announced."""
+
+    def __init__(self, dictionary: bytes) -> None:
+        dctx = zstd.ZstdDecompressor(dict_data=_ref_dict(dictionary) if dictionary else None,
+                                     max_window_size=1 << STREAM_WINDOW_LOG)
+        self._dobj = dctx.decompressobj()
+
+    def piece(self, payload: bytes, out_len: int) -> bytes:
+        out: list[bytes] = []
+        produced = 0
+        try:
+            for start in range(0, len(payload), _STREAM_SLICE):
+                block = self._dobj.decompress(payload[start:start + _STREAM_SLICE])
+                produced += len(block)
+                if produced > out_len:
+                    raise DeltaError("corrupt delta: a stream piece decodes to more than announced")
+                out.append(block)
+        except zstd.ZstdError as exc:
+            raise DeltaError(f"corrupt delta: {str(exc).splitlines()[0][:200]}") from None
+        if produced != out_len:
+            raise DeltaError("corrupt delta: a stream piece decodes to the wrong size")
+        return b"".join(out)
+
+
 def bsdiff_encode(ref: bytes, data: bytes, level: int) -> bytes:
     control, diff, extra = bsdiff_core.diff(ref, data)
     return raw_encode(pack_bsdiff(control, diff, extra), level)

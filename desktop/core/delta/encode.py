@@ -39,13 +39,14 @@ from typing import Final
 
 import zstandard as zstd
 
-from desktop.core.delta.codec import bsdiff_encode, bsdiff_payload_cap, raw_encode, zref_encode
+from desktop.core.delta.codec import StreamEncoder, bsdiff_encode, bsdiff_payload_cap, raw_encode, zref_encode
 from desktop.core.delta.errors import DeltaError
 from desktop.core.delta.format import (
     PIECE_BSDIFF,
     PIECE_NAMES,
     PIECE_RANGE,
     PIECE_RAW,
+    PIECE_STREAM,
     PIECE_ZREF,
     DeltaHeader,
     DeltaWriter,
@@ -79,6 +80,9 @@ class EncodeOptions:
     # window of padding and repeated tables took 30-40 s): only small windows, within a budget.
     bsdiff_max_window: int = 4 * MiB
     bsdiff_budget: int = 32 * MiB  # bytes of reference bsdiff may index per delta
+    stream_max_file: int = 1 * MiB  # new files up to this size go through the shared stream
+    stream_dict_bytes: int = 1 * MiB  # old neighbours of new files that prime the stream
+    stream_dict_file: int = 256 * 1024  # largest old file taken into the stream dictionary
 
 
 DEFAULT_OPTIONS: Final = EncodeOptions()
@@ -175,7 +179,9 @@ class _Encoder:
     def run(self, header: DeltaHeader) -> None:
         frame = zref_encode(self.old.to_bytes(), self.new.to_bytes(), self.opts.level_small)
         self.manifest_bytes = len(frame)
-        self.w.start(header, frame)
+        self.streamed = self._stream_candidates()
+        dict_paths = self._stream_dictionary(self.streamed)
+        self.w.start(header, frame, dict_paths)
         total, done = self.new.total_size, 0
         run_start, run_len = 0, 0
         for index, entry in enumerate(self.new.files):
@@ -194,6 +200,8 @@ class _Encoder:
             if entry.sha256 in self.by_hash:
                 self.w.copy(index, self.by_hash[entry.sha256], entry.path)
                 self._copied(entry)
+            elif entry.path in self.streamed:
+                self._stream_file(index, entry)
             else:
                 ref = old if old is not None and old.kind == FILE else self._similar(entry)
                 self._encode_file(index, entry, ref, same_path=old is not None and ref is old)
@@ -211,22 +219,66 @@ class _Encoder:
         self.counts["bytes_copied"] += entry.size
 
     def _similar(self, entry: ManifestEntry) -> ManifestEntry | None:
-        """A reference for a file new at its path.
-
-        An old file with the same name elsewhere (moved and edited), closest in size; else the
-        largest old sibling with the same extension (new source files share imports,
-        identifiers and idioms with their neighbours), when the file is small enough for it.
-        """
+        """An old file with the same name elsewhere (moved and edited), closest in size."""
         candidates = self.by_name.get(entry.path.rpartition("/")[2])
-        if candidates:
-            return min(candidates, key=lambda c: abs(c.size - entry.size))
-        if entry.size > self.opts.small_bytes:
+        if not candidates:
             return None
-        parent, _, name = entry.path.rpartition("/")
-        ext = name.rpartition(".")[2] if "." in name else None
-        siblings = [e for e in self.by_dir.get(parent, ()) if ext is not None and e.path.endswith("." + ext)
-                    and e.size <= self.opts.small_bytes]
-        return max(siblings, key=lambda e: (e.size, e.path)) if siblings else None
+        return min(candidates, key=lambda c: abs(c.size - entry.size))
+
+    def _stream_candidates(self) -> set[str]:
+        """New small files with nothing to refer to: they go through the shared stream."""
+        out = set()
+        for entry in self.new.files:
+            old = self.old.get(entry.path)
+            if ((old is None or old.kind != FILE) and entry.sha256 not in self.by_hash
+                    and 0 < entry.size <= self.opts.stream_max_file and self._similar(entry) is None):
+                out.add(entry.path)
+        return out
+
+    def _stream_dictionary(self, streamed: set[str]) -> list[int]:
+        """Old files beside the new ones (same extension first, largest first), round robin, to a budget.
+
+        Their contents prime the stream: a new module shares imports, names and idioms with
+        its neighbours (measured: 15 new files, 26.4 KB compressed one by one, 14.3 KB
+        through a primed stream).
+        """
+        queues: list[list[ManifestEntry]] = []
+        for path in sorted(streamed):
+            parent, _, name = path.rpartition("/")
+            ext = name.rpartition(".")[2] if "." in name else ""
+            siblings = [e for e in self.by_dir.get(parent, ()) if e.size <= self.opts.stream_dict_file]
+            siblings.sort(key=lambda e: (not e.path.endswith("." + ext) if ext else True, -e.size, e.path))
+            queues.append(siblings)
+        chosen: list[str] = []
+        seen: set[str] = set()
+        budget = self.opts.stream_dict_bytes
+        depth = 0
+        while budget > 0 and any(depth < len(q) for q in queues):
+            for queue in queues:
+                if depth < len(queue) and queue[depth].path not in seen and queue[depth].size <= budget:
+                    seen.add(queue[depth].path)
+                    chosen.append(queue[depth].path)
+                    budget -= queue[depth].size
+            depth += 1
+        parts = []
+        for path in chosen:
+            entry = self.old.get(path)
+            assert entry is not None
+            data = _read_checked(self.old_root / path, entry, "old release")
+            parts.append(data)
+        self.stream = StreamEncoder(b"".join(parts), self.opts.level_small)
+        self.stream_dict_bytes = sum(len(p) for p in parts)
+        index = {e.path: i for i, e in enumerate(self.old.files)}
+        return [index[path] for path in chosen]
+
+    def _stream_file(self, index: int, entry: ManifestEntry) -> None:
+        self.counts["new"] += 1
+        self.counts["bytes_encoded"] += entry.size
+        self.w.file(index, None, entry.path)
+        data = _read_checked(self.new_root / entry.path, entry, "new release")
+        payload = self.stream.piece(data)
+        self.w.piece_raw(len(data), payload, PIECE_STREAM)
+        self.count(PIECE_STREAM, len(payload))
 
     def stats(self, seconds: float) -> DeltaStats:
         return DeltaStats(
@@ -352,6 +404,18 @@ class _FileEncoder:
         if len(data) <= opts.bsdiff_always_below and len(window) <= opts.bsdiff_always_below:
             return True
         return zstd_size * opts.bsdiff_ratio > len(data) and self.enc.budget >= len(window)
+
+
+def _read_checked(path: Path, entry: ManifestEntry, what: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        data = _pread(fd, entry.size, 0)
+        extra = os.pread(fd, 1, entry.size)
+    finally:
+        os.close(fd)
+    if extra or hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise DeltaError(f"{what} file {entry.path} does not match its manifest")
+    return data
 
 
 def _bsdiff_fits(payload: bytes, out_len: int) -> bool:

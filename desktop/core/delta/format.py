@@ -9,6 +9,9 @@ All integers are big-endian. ``len``-prefixed strings are UTF-8.
     manifest       u32 len + zstd frame: the target manifest's canonical bytes, compressed with
                    the base manifest's canonical bytes as a raw-content dictionary (most entries
                    are unchanged, so this costs a few bytes per changed file)
+    stream dict    u16 count + that many u32 indexes into the base manifest's files: their
+                   contents, concatenated, are the raw-content dictionary of the delta's one
+                   shared zstd stream (STREAM pieces)
     records        covering every regular file of the target manifest once, in manifest order
                    (a base path is u16 len + UTF-8; len 0xFFFF means "the target's own path"):
       RUN   0x03   u32 first file index, u32 count          files unchanged at the same path
@@ -22,6 +25,10 @@ All integers are big-endian. ``len``-prefixed strings are UTF-8.
                      u32 ctrl_len, u32 diff_len, u32 extra_len, ctrl, diff, extra (bsdiff's
                      three blocks) against base[ref_off:ref_off+ref_len]
         RANGE  0x03  u64 ref_off, u64 out_len                base[ref_off:ref_off+out_len]
+        STREAM 0x04  u32 out_len, u32 payload_len, the next bytes of the shared zstd stream
+                     (flushed at a block boundary): new small files share one compression
+                     context, primed with base files like them, instead of each paying to
+                     learn the vocabulary again
     end            0xFF, then the sha256 of every byte before it
 
 Directories and links are not records: they come from the target manifest. The header names
@@ -54,7 +61,10 @@ PIECE_RAW: Final = 0x00
 PIECE_ZREF: Final = 0x01
 PIECE_BSDIFF: Final = 0x02
 PIECE_RANGE: Final = 0x03
-PIECE_NAMES: Final = {PIECE_RAW: "raw", PIECE_ZREF: "zstd-ref", PIECE_BSDIFF: "bsdiff", PIECE_RANGE: "range"}
+PIECE_STREAM: Final = 0x04
+PIECE_NAMES: Final = {PIECE_RAW: "raw", PIECE_ZREF: "zstd-ref", PIECE_BSDIFF: "bsdiff", PIECE_RANGE: "range",
+                      PIECE_STREAM: "stream"}
+MAX_STREAM_DICT_FILES: Final = 1024
 
 _U8: Final = struct.Struct(">B")
 _U16: Final = struct.Struct(">H")
@@ -106,10 +116,12 @@ class DeltaWriter:
         self._hash.update(data)
         self.written += len(data)
 
-    def start(self, header: DeltaHeader, manifest_frame: bytes) -> None:
+    def start(self, header: DeltaHeader, manifest_frame: bytes, stream_dict: list[int] | None = None) -> None:
         head = header.to_bytes()
         self.raw(MAGIC + _U16.pack(FORMAT_VERSION) + _U32.pack(len(head)) + head)
         self.raw(_U32.pack(len(manifest_frame)) + manifest_frame)
+        indexes = stream_dict or []
+        self.raw(_U16.pack(len(indexes)) + b"".join(_U32.pack(i) for i in indexes))
 
     def run(self, index: int, count: int) -> None:
         self.raw(_U8.pack(OP_RUN) + _U32.pack(index) + _U32.pack(count))
@@ -120,8 +132,8 @@ class DeltaWriter:
     def file(self, index: int, base_path: str | None, target_path: str) -> None:
         self.raw(_U8.pack(OP_FILE) + _U32.pack(index) + _name(base_path or "", target_path))
 
-    def piece_raw(self, out_len: int, frame: bytes) -> None:
-        self.raw(_U8.pack(PIECE_RAW) + _RAW.pack(out_len, len(frame)))
+    def piece_raw(self, out_len: int, frame: bytes, method: int = PIECE_RAW) -> None:
+        self.raw(_U8.pack(method) + _RAW.pack(out_len, len(frame)))
         self.raw(frame)
 
     def piece_ref(self, method: int, ref_off: int, ref_len: int, out_len: int, payload: bytes) -> None:
@@ -230,6 +242,12 @@ class DeltaReader:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise DeltaError("corrupt delta: a path is not UTF-8") from None
+
+    def stream_dict(self) -> list[int]:
+        count = self.u16()
+        if count > MAX_STREAM_DICT_FILES:
+            raise DeltaError("corrupt delta: too many stream dictionary files")
+        return [self.u32() for _ in range(count)]
 
     def zref(self) -> tuple[int, int, int, int]:
         ref_off, ref_len, out_len, payload_len = _ZREF.unpack(self.exact(_ZREF.size))

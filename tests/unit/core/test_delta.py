@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import zstandard as zstd
 
 from desktop.core.delta import (
     DeltaError,
@@ -418,3 +419,46 @@ def test_manifest_files_and_records_agree(releases: tuple[Path, FileManifest, Pa
     *_, mb, _ = releases
     assert all(e.kind == FILE for e in mb.files)
     assert [e.path for e in mb.files] == sorted(e.path for e in mb.files)
+
+
+def test_new_files_share_one_stream_primed_with_their_old_neighbours(tmp_path: Path) -> None:
+    rnd = random.Random(9)
+    names = [rnd.randbytes(5).hex() for _ in range(300)]  # one project's identifiers
+
+    def source(size: int) -> bytes:
+        return " ".join(rnd.choice(names) + rnd.choice(("(", " = ", ".", ")\n")) for _ in range(size // 8)).encode()
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "pkg").mkdir(parents=True)
+    for i in range(6):
+        (a / "pkg" / f"old{i}.py").write_bytes(source(8000))
+    shutil.copytree(a, b)
+    for i in range(5):
+        (b / "pkg" / f"new{i}.py").write_bytes(source(3000))
+    ma, mb = scan_manifest(a), scan_manifest(b)
+    stats = build_delta(a, ma, b, mb, tmp_path / "d", base_version="1", target_version="2")
+    assert stats.pieces["stream"] == 5
+    alone = sum(len(zstd.ZstdCompressor(level=19).compress((b / "pkg" / f"new{i}.py").read_bytes())) for i in range(5))
+    assert stats.payload_bytes["stream"] < 0.8 * alone
+    apply_delta(_reader((tmp_path / "d").read_bytes()), a, ma, mb, tmp_path / "out")
+    _same_tree(tmp_path / "out", b)
+    # the dictionary is read from the base: a changed neighbour is noticed
+    with open(a / "pkg" / "old0.py", "r+b") as fh:
+        fh.write(b"X")
+    _assert_refused((tmp_path / "d").read_bytes(), a, ma, mb, tmp_path / "out2", "changed on disk")
+
+
+def test_stream_piece_that_decodes_to_more_than_announced_is_refused(
+        releases: tuple[Path, FileManifest, Path, FileManifest, Path], tmp_path: Path) -> None:
+    from desktop.core.delta.codec import StreamEncoder
+    from desktop.core.delta.format import PIECE_STREAM
+
+    a, ma, _, mb, _ = releases
+    first = mb.files[0]
+    bomb = StreamEncoder(b"", 3).piece(b"\0" * (8 * 1024 * 1024))
+
+    def hostile(w: DeltaWriter) -> None:
+        w.file(0, None, first.path)
+        w.piece_raw(first.size, bomb, PIECE_STREAM)
+
+    _assert_refused(_crafted(ma, mb, hostile), a, ma, mb, tmp_path / "out", "more than announced")
