@@ -462,3 +462,25 @@ def test_stream_piece_that_decodes_to_more_than_announced_is_refused(
         w.piece_raw(first.size, bomb, PIECE_STREAM)
 
     _assert_refused(_crafted(ma, mb, hostile), a, ma, mb, tmp_path / "out", "more than announced")
+
+
+def test_long_runs_of_unchanged_files_copy_in_parallel_and_still_refuse_a_changed_one(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    (a / "many").mkdir(parents=True)
+    for i in range(400):
+        (a / "many" / f"f{i:03d}.txt").write_bytes(f"file {i}\n".encode() * (i + 1))
+    ma = scan_manifest(a)
+    build_delta(a, ma, a, ma, tmp_path / "d", base_version="1", target_version="1")
+    data = (tmp_path / "d").read_bytes()
+    assert len(data) < 1024  # one run record
+    stats = _apply(data, a, ma, ma, tmp_path / "out")
+    _same_tree(tmp_path / "out", a)
+    assert stats.files_copied == 400  # type: ignore[attr-defined]
+
+    calls: list[int] = []
+    with pytest.raises(CancelledError):
+        _apply(data, a, ma, ma, tmp_path / "cancelled", cancel=lambda: calls.append(1) or len(calls) > 150)
+    assert not (tmp_path / "cancelled").exists()
+
+    (a / "many" / "f321.txt").write_bytes(b"X" + (a / "many" / "f321.txt").read_bytes()[1:])
+    _assert_refused(data, a, ma, ma, tmp_path / "changed", "f321.txt changed on disk")
