@@ -129,11 +129,12 @@ class Run:
     stdout: str
 
 
-def run_measured(argv: list[str], *, timeout: float = 1800, env: dict[str, str] | None = None) -> Run:
+def run_measured(argv: list[str], *, timeout: float = 1800, env: dict[str, str] | None = None,
+                 cwd: Path = REPO) -> Run:
     with tempfile.TemporaryDirectory(prefix="bench-delta-run-") as tmp:
         report = Path(tmp) / "usage.json"
         proc = subprocess.Popen([PY, "-I", "-S", "-c", _MEASURE, str(report), *argv], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or child_env(), cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or child_env(), cwd=cwd,
                                 start_new_session=True)
         try:
             out, err = proc.communicate(timeout=timeout)
@@ -571,8 +572,10 @@ def run(quick: bool, *, rounds: int | None = None, work_parent: str | None = Non
         repo, keys = work / "tufup-repo", work / "tufup-keys"
         driver = work / "tufup_driver.py"
         driver.write_text(_TUFUP_DRIVER)
-        run_measured([str(tufup), str(driver), "publish", str(repo), str(keys), str(a_tree), a_version])
-        tufup_publish = run_measured([str(tufup), str(driver), "publish", str(repo), str(keys), str(b_tree), b_version])
+        # tufup writes its .tufup-repo-config into the working directory
+        run_measured([str(tufup), str(driver), "publish", str(repo), str(keys), str(a_tree), a_version], cwd=work)
+        tufup_publish = run_measured([str(tufup), str(driver), "publish", str(repo), str(keys), str(b_tree), b_version],
+                                     cwd=work)
         patch = repo / "targets" / f"bench-{b_version}.patch"
         report["tufup_patch_bytes"] = patch.stat().st_size
         report["tufup_publish_b"] = {"seconds": round(tufup_publish.seconds, 1),
@@ -618,7 +621,7 @@ def run(quick: bool, *, rounds: int | None = None, work_parent: str | None = Non
                 remove_tree(client)
                 shutil.copytree(pristine, client)
                 os.sync()
-                r = run_measured([str(tufup), str(driver), "apply", str(client), f"{url}/tufup", a_version])
+                r = run_measured([str(tufup), str(driver), "apply", str(client), f"{url}/tufup", a_version], cwd=work)
                 phases = last_json(r)["phases"]
                 tufup_phases.append(phases)
                 tufup_s.append(phases["download"] + phases["patch"] + phases["extract"])
