@@ -93,7 +93,8 @@ def _torn_temp_files(config: AppConfig) -> list[str]:
     now = time.time()
     for directory in (config.data.root, config.data.records_dir, config.data.cache_dir):
         try:
-            entries = list(os.scandir(directory))
+            with os.scandir(directory) as listing:
+                entries = list(listing)
         except OSError:
             continue
         for entry in entries:

@@ -98,6 +98,11 @@ class ApplyStats:
     seconds: float
 
 
+def _private(mode: int) -> int:
+    """A version lives in the user's private data dir: the manifest's 0o755/0o644 become 0o700/0o600."""
+    return 0o700 if mode & 0o111 else 0o600
+
+
 def apply_delta(
     read: Callable[[int], bytes],
     base_root: Path | str,
@@ -121,7 +126,7 @@ def apply_delta(
     started = time.perf_counter()
     dest = Path(dest)
     job = _Apply(read, Path(base_root), base_manifest, target, dest, limits, progress, cancel)
-    os.mkdir(dest, 0o755)  # FileExistsError if it exists: never touch what we did not create
+    os.mkdir(dest, 0o700)  # FileExistsError if it exists: never touch what we did not create
     try:
         job.run()
     except BaseException as exc:
@@ -209,8 +214,8 @@ class _Apply:
         for entry in manifest.entries:
             if entry.kind == DIR:
                 path = self.dest / entry.path
-                os.mkdir(path, 0o755)
-                os.chmod(path, 0o755)
+                os.mkdir(path, 0o700)
+                os.chmod(path, 0o700)
         index = 0
         while index < len(self.files):
             self.check_cancel()
@@ -282,7 +287,7 @@ class _Apply:
         return fd
 
     def _finish(self, fd: int, entry: ManifestEntry, size: int, digest: str, what: str) -> None:
-        os.fchmod(fd, entry.mode)
+        os.fchmod(fd, _private(entry.mode))
         self._release(fd)
         if size != entry.size or digest != entry.sha256:
             raise DeltaError(f"{what} {entry.path} does not match the target manifest")
@@ -361,7 +366,7 @@ class _Apply:
                     size += len(block)
                     if size > entry.size:
                         break
-            os.fchmod(dst, entry.mode)
+            os.fchmod(dst, _private(entry.mode))
         finally:
             os.close(src)
             if dst >= 0:

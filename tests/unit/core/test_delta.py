@@ -7,7 +7,6 @@ import io
 import os
 import random
 import shutil
-import stat
 import struct
 import subprocess
 from collections.abc import Callable
@@ -97,15 +96,17 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FileManife
 
 
 def _same_tree(x: Path, y: Path) -> None:
-    def describe(root: Path) -> dict[str, tuple[str, int, str]]:
+    """Same entries, same bytes, same executable bits (a version is private: 0o7xx/0o6xx)."""
+    def describe(root: Path) -> dict[str, tuple[str, bool, str]]:
         out = {}
         for e in walk(root):
             if e.is_link:
-                out[e.rel] = ("link", 0, os.readlink(e.path))
+                out[e.rel] = ("link", False, os.readlink(e.path))
             elif e.is_dir:
-                out[e.rel] = ("dir", stat.S_IMODE(e.st.st_mode), "")
+                out[e.rel] = ("dir", True, "")
             else:
-                out[e.rel] = ("file", stat.S_IMODE(e.st.st_mode), hashlib.sha256(Path(e.path).read_bytes()).hexdigest())
+                out[e.rel] = ("file", bool(e.st.st_mode & 0o100),
+                              hashlib.sha256(Path(e.path).read_bytes()).hexdigest())
         return out
 
     assert describe(x) == describe(y)
