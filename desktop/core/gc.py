@@ -75,7 +75,8 @@ def _orphan_records(config: AppConfig, kept: set[str]) -> list[str]:
     except OSError:
         return removed
     for name in names:
-        version = parse_version(name[:-5]) if name.endswith(".json") and not name.startswith(".") else None
+        stem = name.removesuffix(".json").removesuffix(".files")
+        version = parse_version(stem) if name.endswith(".json") and not name.startswith(".") else None
         if version is None or str(version) in kept or config.data.version_dir(version).is_dir():
             continue
         with contextlib.suppress(OSError):

@@ -58,6 +58,10 @@ class VersionStore:
     def record_file(self, version: Version) -> Path:
         return self.records_dir / f"{version}.json"
 
+    def files_manifest(self, version: Version) -> Path:
+        """The release's file manifest as published (what a delta from this version is built against)."""
+        return self.records_dir / f"{version}.files.json"
+
     def ensure(self) -> None:
         for path in (self.versions_dir, self.records_dir, self.downloads_dir, self.lock_file.parent):
             try:

@@ -15,13 +15,16 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.version import Version
 
 from desktop.core.state import Fields, atomic_write_json, read_state
 from desktop.core.tree import walk
 from desktop.core.versions import parse_version
+
+if TYPE_CHECKING:
+    from desktop.core.delta import FileManifest
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +180,20 @@ def changed_by_runtime(directory: Path, record: VersionRecord, since: float) -> 
     except OSError:
         return None
     return mismatch[0] if st.st_mtime >= since else None
+
+
+def read_files_manifest(path: Path) -> FileManifest | None:
+    """A version's recorded file manifest (as published), or None when missing or unusable."""
+    from desktop.core.delta import parse_manifest
+    from desktop.core.delta.errors import FileManifestError
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_RECORD_BYTES + 1)
+    except OSError:
+        return None
+    try:
+        return parse_manifest(data)
+    except FileManifestError as exc:
+        log.warning("%s is unusable: %s", path, exc)
+        return None

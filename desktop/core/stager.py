@@ -40,6 +40,7 @@ from desktop.core.archive import (
     sniff_format,
 )
 from desktop.core.config import AppConfig
+from desktop.core.delta import FileManifest, apply_delta, scan_manifest
 from desktop.core.digests import Integrity
 from desktop.core.download import ensure_free_space, free_bytes, mb
 from desktop.core.errors import (
@@ -49,6 +50,7 @@ from desktop.core.errors import (
     DiskSpaceError,
     DownloadError,
     InvalidReleaseError,
+    ManifestError,
     NativeDepError,
     StateError,
 )
@@ -58,11 +60,12 @@ from desktop.core.limits import ExtractLimits
 from desktop.core.manifest import RuntimeManifest, verify_version_dir
 from desktop.core.paths import VersionStore
 from desktop.core.pointer import Pointer, advance_pointer, change_pointer
-from desktop.core.records import build_record, file_sha256, write_record
-from desktop.core.registry import Cancel, Registry, Release
+from desktop.core.records import build_record, file_sha256, read_files_manifest, write_record
+from desktop.core.registry import Cancel, DeltaSource, Registry, Release
 from desktop.core.results import Phase, Progress, UpdateOutcome
 from desktop.core.stagelock import Busy, stage_lock
-from desktop.core.state import fsync_dir
+from desktop.core.state import atomic_write_bytes, fsync_dir
+from desktop.core.text import one_line
 from desktop.core.tree import remove_tree, remove_tree_quietly, walk
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,9 @@ class Artefact(Protocol):
     def in_use(self, version: Version) -> bool:
         """Whether a live process runs `version` (its directory must not be replaced under it)."""
 
+    def delta_base(self, version: Version) -> tuple[Path, FileManifest] | None:
+        """A local, healthy `version` a delta may start from: its directory and file manifest as published."""
+
 
 class RuntimeArtefact:
     """A runtime release: the manifest contract, the host gate and the bundled native deps."""
@@ -111,6 +117,18 @@ class RuntimeArtefact:
 
     def in_use(self, version: Version) -> bool:
         return any(lease.version == version for lease in Leases(self.config.data.leases_dir).live())
+
+    def delta_base(self, version: Version) -> tuple[Path, FileManifest] | None:
+        if self.store.version_dir(version).is_dir() and staged_problem(self.config, version) is None:
+            manifest = read_files_manifest(self.store.files_manifest(version))
+            if manifest is not None:
+                return self.store.version_dir(version), manifest
+        try:  # the runtime shipped with the app, as published (scanned only when a delta starts there)
+            if RuntimeManifest.load(self.config.bundled_runtime).version == version:
+                return self.config.bundled_runtime, scan_manifest(self.config.bundled_runtime)
+        except (DesktopError, OSError) as exc:
+            log.info("the bundled runtime is no delta base: %s", exc)
+        return None
 
     def finish(self, partial: Path, version: Version) -> tuple[str, tuple[str, ...]]:
         manifest = _install_native(self.config, partial)
@@ -196,25 +214,37 @@ def _stage_locked(artefact: Artefact, registry: Registry, release: Release,
             progress(Progress(Phase.DOWNLOAD, done, total))
 
     try:
-        extracted = False
-        if not _reusable(archive, release):
+        files: FileManifest | None = None
+        part = archive.with_name(archive.name + ".part")
+        if isinstance(registry, DeltaSource) and not _reusable(archive, release) and not os.path.lexists(part):
+            received, files = _try_delta(artefact, registry, release, partial, on_download, on_extract, cancel)
+        extracted = delta = files is not None
+        if not extracted and not _reusable(archive, release):
             unpacked = release.unpacked_size or (release.size or 0) * UNPACKED_RATIO
-            part = archive.with_name(archive.name + ".part")
             have = part.stat().st_size if part.is_file() and not part.is_symlink() else 0
             ensure_free_space(store.downloads_dir, max((release.size or 0) - have, 0) + unpacked, artefact.reserve)
             if os.path.lexists(part):
-                received = registry.download(release, archive, cancel=cancel, progress=on_download)
+                received += registry.download(release, archive, cancel=cancel, progress=on_download)
             else:
-                received, extracted = _download_and_extract(artefact, registry, release, archive, partial,
-                                                            on_download, on_extract, cancel)
+                got, extracted = _download_and_extract(artefact, registry, release, archive, partial,
+                                                       on_download, on_extract, cancel)
+                received += got
         faults.reached("after-download")
         if not extracted:
             ensure_free_space(store.versions_dir, estimate_unpacked_size(archive, release), artefact.reserve)
             safe_extract(archive, partial, artefact.limits, cancel=cancel, progress=on_extract)
         if progress:
             progress(Progress(Phase.VERIFY, 0, None))
+        signed_files = release.extra.get("files_sha256")
+        if files is None and isinstance(signed_files, str):
+            # The release as extracted, before anything is added: what a later delta starts from.
+            files = scan_manifest(partial, cancel=cancel)
+            if files.digest != signed_files:
+                raise ManifestError(f"the archive of {version} does not match its signed file manifest")
         entry, hashed = artefact.finish(partial, version)
         write_record(store.record_file(version), build_record(version, partial, entry, hashed))
+        if files is not None:
+            atomic_write_bytes(store.files_manifest(version), files.to_bytes())
         faults.reached("partial-complete")
         make_durable(partial)
         os.rename(partial, final)
@@ -235,8 +265,8 @@ def _stage_locked(artefact: Artefact, registry: Registry, release: Release,
     with contextlib.suppress(OSError):
         archive.unlink()
     point_at(store, version)
-    log.info("staged version %s", version)
-    return StageResult(UpdateOutcome.STAGED, version, received)
+    log.info("staged version %s%s", version, " from a delta" if delta else "")
+    return StageResult(UpdateOutcome.STAGED, version, received, delta)
 
 
 class _DownloadFailed(Exception):
@@ -368,6 +398,39 @@ def _download_and_extract(artefact: Artefact, registry: Registry, release: Relea
         raise failure
     received = outcome.get("received")
     return (received if isinstance(received, int) else 0), extracted
+
+
+def _try_delta(artefact: Artefact, registry: DeltaSource, release: Release, partial: Path,
+               on_download: Callable[[int, int | None], None], on_extract: Callable[[int], None],
+               cancel: Cancel | None) -> tuple[int, FileManifest | None]:
+    """Rebuild the release from a local version and a signed delta, verified file by file against the
+    release's signed manifest. Any failure leaves nothing behind and returns no manifest: the full
+    archive is used instead, in the same update, and nothing is pinned. Returns (bytes received,
+    the verified file manifest or None)."""
+    received = 0
+    for offer in registry.delta_offers(release):
+        local = artefact.delta_base(offer.base)
+        if local is None or local[1].digest != offer.base_files_sha256:
+            continue
+        base, (directory, base_files) = offer.base, local
+        delta_file = artefact.store.downloads_dir / f"{release.version}-{release_tag(release)}.from-{base}.delta"
+        try:
+            received += registry.download_delta(offer, delta_file, progress=on_download, cancel=cancel)
+            with open(delta_file, "rb") as handle:
+                stats = apply_delta(handle.read, directory, base_files, offer.files_sha256, partial,
+                                    progress=lambda done, total: on_extract(done), cancel=cancel)
+            log.info("rebuilt %s from %s with a %d-byte delta", release.version, base, offer.length)
+            return received, stats.manifest
+        except CancelledError:
+            raise
+        except (DesktopError, OSError) as exc:
+            log.warning("the delta from %s did not rebuild %s (%s); downloading the full archive",
+                        base, release.version, one_line(str(exc)))
+            remove_tree_quietly(partial)
+        finally:
+            with contextlib.suppress(OSError):
+                delta_file.unlink()
+    return received, None
 
 
 def _partial_path(store: VersionStore, version: Version) -> Path:

@@ -374,9 +374,11 @@ def test_kill_9_at_every_step_leaves_a_feed_clients_read_consistently(
     steps = log.read_text().splitlines()
     replaces = [s for s in steps if s.startswith("replace ")]
     assert steps[:3] == ["locked", "authorised", "staged"] and steps[3] == "verified" and steps[-1] == "committed"
-    assert [s.split("/")[0] for s in replaces] == ["replace targets"] * 2 + ["replace metadata"] * 5
+    # the archive, the delta from 1.1.0 and the index, then the metadata
+    assert [s.split("/")[0] for s in replaces] == ["replace targets"] * 3 + ["replace metadata"] * 5
+    assert any(s.endswith(".from-1.1.0.delta") for s in replaces[:3])
     assert replaces[-1] == "replace metadata/timestamp.json", "timestamp goes live last"
-    assert [s.rsplit("/", 1)[1] for s in replaces[2:4]] == ["3.snapshot.json", "3.targets.json"]
+    assert [s.rsplit("/", 1)[1] for s in replaces[3:5]] == ["3.snapshot.json", "3.targets.json"]
 
     # One killed publisher per step, all paused at once, each with a client that read the feed before.
     runs = []

@@ -10,6 +10,7 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from desktop import buildinfo
+from desktop.core.delta import FileManifest
 from desktop.core.errors import ManifestError, StateError
 from desktop.core.install.root import InstallRoot
 from desktop.core.limits import ExtractLimits, NetConfig
@@ -88,3 +89,12 @@ class ShellArtefact:
         from desktop.core.install.selfupdate import running_shells
 
         return version in running_shells(self.install)
+
+    def delta_base(self, version: Version) -> tuple[Path, FileManifest] | None:
+        """An installed, healthy shell with a recorded file manifest (shell deltas use the same machinery)."""
+        from desktop.core.records import read_files_manifest
+
+        if not self.install.shell_dir(version).is_dir() or self.problem(version) is not None:
+            return None
+        manifest = read_files_manifest(self.store.files_manifest(version))
+        return (self.install.shell_dir(version), manifest) if manifest is not None else None

@@ -22,9 +22,11 @@ from securesystemslib.signer import Signer
 from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
 
 from desktop.core import pack
+from desktop.core.delta import scan_manifest
 from desktop.core.errors import ConflictError, UsageError
 from desktop.core.manifest import validate_package
 from desktop.core.publisher import expiry
+from desktop.core.publisher.deltas import DELTA_BASES, build_deltas, previous_releases
 from desktop.core.publisher.draft import (
     INDEX,
     Draft,
@@ -86,6 +88,8 @@ class FeedPublisher:
     called at each named step ("locked", "authorised", "staged", "verified",
     "replace <path>", "committed") so tests can inject a failure or a kill there.
     """
+
+    delta_bases = DELTA_BASES
 
     def __init__(self, root: Path, *, clock: Clock | None = None, lock_timeout: float = 0.0,
                  checkpoint: Checkpoint | None = None) -> None:
@@ -175,9 +179,28 @@ class FeedPublisher:
             if previous is not None and previous.hashes.get("sha256") == sha256:
                 old = dict(previous.custom or {})
                 custom["published"] = old.get("published", custom["published"])
+                for kept in ("files_sha256", "unpacked_size", "deltas"):  # same bytes: same tree, same deltas
+                    if kept in old:
+                        custom[kept] = old[kept]
                 if live is not None and old == custom:
                     return Published(name, str(manifest.version), channel, rollout, sha256, length, True,
                                      tuple(self._warnings(live, window)))
+            else:
+                files = scan_manifest(runtime_dir)
+                custom["files_sha256"] = files.digest
+                custom["unpacked_size"] = files.total_size
+                bases = previous_releases(published, version=manifest.version, channel=channel,
+                                          count=self.delta_bases)
+                deltas: dict[str, str] = {}
+                for built in build_deltas(staging.work, self.layout.targets, runtime_dir, files,
+                                          release_name=name, version=manifest.version, bases=bases,
+                                          full_length=length):
+                    delta_sha, delta_length = sha256_file(built.path)
+                    staging.add_target_file(built.path, f"{delta_sha}.{built.name}")
+                    draft.add_target(built.name, delta_length, delta_sha, built.custom)
+                    deltas[str(built.base)] = built.name
+                if deltas:
+                    custom["deltas"] = deltas
             stored = f"{sha256}.{name}"
             if not (self.layout.targets / stored).exists():
                 staging.add_target_file(archive, stored)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from packaging.version import Version
 
@@ -41,6 +41,17 @@ class Release:
 
 
 @dataclass(frozen=True)
+class DeltaOffer:
+    """A signed delta that rebuilds a release from a base version the client may have."""
+
+    base: Version
+    name: str
+    length: int
+    base_files_sha256: str  # the base release's signed file manifest digest
+    files_sha256: str  # the target release's signed file manifest digest
+
+
+@dataclass(frozen=True)
 class Listing:
     """What one check of a registry returned."""
 
@@ -61,3 +72,15 @@ class Registry(Protocol):
 
     def close(self) -> None:
         """Release network resources."""
+
+
+@runtime_checkable
+class DeltaSource(Protocol):
+    """A registry that can rebuild releases from deltas (the feed)."""
+
+    def delta_offers(self, release: Release) -> list[DeltaOffer]:
+        """The signed deltas that rebuild `release`, newest base first."""
+
+    def download_delta(self, offer: DeltaOffer, dest: Path, *, progress: DownloadProgress | None = None,
+                       cancel: Cancel | None = None) -> int:
+        """Fetch the delta into `dest`, verified against its signed length and digest."""

@@ -35,7 +35,7 @@ from desktop.core.digests import Integrity
 from desktop.core.download import Fetcher, check_url, raise_for_status
 from desktop.core.errors import DesktopError, DigestMismatchError, TrustError, UsageError
 from desktop.core.keys import parse_public_key
-from desktop.core.registry import Cancel, DownloadProgress, Listing, Release
+from desktop.core.registry import Cancel, DeltaOffer, DownloadProgress, Listing, Release
 from desktop.core.state import atomic_write_bytes, ensure_dir
 from desktop.core.tree import remove_tree_quietly
 from desktop.core.versions import parse_version
@@ -156,9 +156,11 @@ class FeedRegistry:
         if index_info is not None:
             for name in self._index(index_info):
                 info = self._call("reading release metadata", updater.get_targetinfo, name)
-                release = self._release(info) if info is not None else None
+                if info is None:
+                    continue
+                self._infos[name] = info  # releases, and the deltas they list
+                release = self._release(info)
                 if release is not None:
-                    self._infos[name] = info
                     releases.append(release)
         releases.sort(key=lambda r: r.version, reverse=True)
         # timestamp (plus the probe for a newer root) is all an unchanged feed costs
@@ -244,7 +246,32 @@ class FeedRegistry:
             rollout=rollout if 0 <= rollout <= 100 else 100.0,
             published=str(custom.get("published", "")),
             unpacked_size=unpacked if isinstance(unpacked, int) and not isinstance(unpacked, bool) else None,
+            extra=_delta_facts(custom),
         )
+
+    def delta_offers(self, release: Release) -> list[DeltaOffer]:
+        """The signed deltas the feed publishes for `release`, newest base first."""
+        offers: list[DeltaOffer] = []
+        deltas = release.extra.get("deltas")
+        for base_text, name in (deltas.items() if isinstance(deltas, dict) else ()):
+            base = parse_version(base_text)
+            info = self._infos.get(name) if isinstance(name, str) else None
+            custom = info.custom if info is not None and isinstance(info.custom, dict) else {}
+            base_files, files = custom.get("base_files_sha256"), custom.get("files_sha256")
+            if info is None or base is None or custom.get("kind") != "delta" or custom.get("base") != str(base) \
+                    or not isinstance(base_files, str) or files != release.extra.get("files_sha256") \
+                    or not isinstance(files, str):
+                continue
+            offers.append(DeltaOffer(base, info.path, info.length, base_files, files))
+        return sorted(offers, key=lambda offer: offer.base, reverse=True)
+
+    def download_delta(self, offer: DeltaOffer, dest: Path, *, progress: DownloadProgress | None = None,
+                       cancel: Cancel | None = None) -> int:
+        info = self._infos[offer.name]
+        sha = info.hashes.get("sha256")
+        return self.fetcher.download(self._target_url(info), dest, size=info.length,
+                                     integrity=Integrity.from_hex("sha256", sha) if isinstance(sha, str) else None,
+                                     progress=progress, cancel=cancel)
 
     def download(self, release: Release, dest: Path, *, progress: DownloadProgress | None = None,
                  cancel: Cancel | None = None) -> int:
@@ -278,6 +305,18 @@ def _shell_release(info: TargetFile, platform: str) -> Release | None:
         rollout=rollout if 0 <= rollout <= 100 else 100.0, published=str(custom.get("published", "")),
         unpacked_size=unpacked if isinstance(unpacked, int) and not isinstance(unpacked, bool) else None,
         extra={"kind": "shell", "platform": platform})
+
+
+def _delta_facts(custom: dict[str, Any]) -> dict[str, object]:
+    """What a release says about its file manifest and the deltas that rebuild it."""
+    facts: dict[str, object] = {}
+    files = custom.get("files_sha256")
+    if isinstance(files, str) and len(files) == 64:
+        facts["files_sha256"] = files
+    deltas = custom.get("deltas")
+    if isinstance(deltas, dict):
+        facts["deltas"] = {str(k): v for k, v in deltas.items() if isinstance(v, str)}
+    return facts
 
 
 def _matches(info: TargetFile, data: bytes) -> bool:
