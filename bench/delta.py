@@ -33,6 +33,12 @@ Ours and the full stage are compared on the whole subprocess (start, imports, wo
 inside each process after its imports is reported too (`*_work_s`), since a running shell has
 its modules loaded already.
 
+The real thing: `desktop update` from A (staged) to B through a signed feed on 127.0.0.1
+that `FeedPublisher` made, once with the delta it publishes and once from the same releases
+published without deltas, each a fresh subprocess from a fresh copy of the data dir
+(`update_delta_vs_full`), then the same two over a link of 100 Mbit/s (the server sends
+B's archive and the delta at that rate; `update_delta_vs_full_100mbit`).
+
 Publishing: `pack_directory(B)` (the plain publish) against the same plus the manifest of B
 and three deltas, each from an old release *archive* (extracted with safe_extract and scanned,
 since a feed keeps archives, not trees). tufup's `add_bundle(B)` + `publish_changes` is
@@ -498,9 +504,98 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def summary(samples: list[float]) -> dict[str, float]:
+def summary(samples: list[float]) -> dict[str, Any]:
     return {"min": round(min(samples), 3), "median": round(statistics.median(samples), 3),
             "samples": [round(s, 3) for s in samples]}
+
+
+# --------------------------------------------------------------------------- the real update
+
+UPDATE_VERSIONS = ("5.0.0", "5.1.0")  # A and B again, newer than the app's bundled runtime
+LINK_MBIT = 100  # the second pair of updates downloads at this rate (a good home connection)
+
+
+def _as_version(tree: Path, dest: Path, version: str) -> Path:
+    """`tree` hard-linked into `dest` with runtime.json naming `version`."""
+    shutil.copytree(tree, dest, symlinks=True, copy_function=os.link)
+    manifest = json.loads((dest / "runtime.json").read_text())
+    (dest / "runtime.json").unlink()
+    (dest / "runtime.json").write_text(json.dumps({**manifest, "version": version}))
+    return dest
+
+
+def measure_update(work: Path, a_tree: Path, b_tree: Path, rounds: int) -> dict[str, Any]:
+    """`desktop update` from A to B through a real signed feed on 127.0.0.1, in a fresh subprocess:
+    once from a feed that publishes a delta A -> B, once from the same releases without deltas.
+    Both start from a data dir with A staged (copied fresh every round, then sync) and do the
+    whole update: check, download, rebuild or extract, verify, record, sync, rename, pointer."""
+    from desktop.core.keys import generate, load_signer
+    from desktop.core.publisher import FeedPublisher
+
+    key = generate(work / "update-keys" / "feed.key")
+    signer = load_signer(key.private_path)
+    a_dir = _as_version(a_tree, work / "update-a", UPDATE_VERSIONS[0])
+    b_dir = _as_version(b_tree, work / "update-b", UPDATE_VERSIONS[1])
+    kinds = ("delta", "full")
+    result: dict[str, Any] = {}
+    with LoopbackServer() as server:
+        def argv(kind: str, data: Path, link: bool = False) -> list[str]:
+            feed = f"{server.url}/{kind}-link" if link else f"{server.url}/{kind}"
+            return [PY, "-m", "desktop", "update", "--data-dir", str(data), "--registry", feed,
+                    "--registry-kind", "feed", "--public-key", key.public, "--json"]
+
+        bases: dict[str, Path] = {}
+        for kind in kinds:
+            publisher = FeedPublisher(work / f"feed-{kind}")
+            publisher.delta_bases = 3 if kind == "delta" else 0
+            publisher.publish(a_dir, [signer])
+            server.serve_directory(f"/{kind}/", publisher.layout.root)
+            server.serve_directory(f"/{kind}-link/", publisher.layout.root)
+            bases[kind] = work / f"update-base-{kind}"
+            staged = last_json(run_measured(argv(kind, bases[kind])))
+            if staged.get("outcome") != "staged":
+                raise BenchError(f"staging A from the {kind} feed: {staged}")
+            log(f"publishing B to the {kind} feed")
+            started = time.perf_counter()
+            publisher.publish(b_dir, [signer])
+            result[f"publish_b_{kind}_s"] = round(time.perf_counter() - started, 2)
+        # The same two updates again over a link of LINK_MBIT: B's archive and the delta served at that rate.
+        chunk = 64 * 1024
+        for kind in kinds:
+            for target in (work / f"feed-{kind}" / "targets").iterdir():
+                if UPDATE_VERSIONS[1] in target.name:
+                    server.fault(f"/{kind}-link/targets/{target.name}", "slow", chunk=chunk,
+                                 delay=chunk * 8 / (LINK_MBIT * 1e6))
+        contenders = [(kind, link) for link in (False, True) for kind in kinds]
+        samples: dict[str, list[float]] = {}
+        rss: dict[str, list[float]] = {}
+        for i in range(rounds):
+            order = contenders[i % len(contenders):] + contenders[:i % len(contenders)]
+            log(f"update round {i + 1}/{rounds}")
+            for kind, link in order:
+                name = f"{kind}_{LINK_MBIT}mbit" if link else kind
+                data = work / f"update-run-{kind}"
+                remove_tree(data)
+                shutil.copytree(bases[kind], data, symlinks=True)
+                os.sync()
+                r = run_measured(argv(kind, data, link))
+                out = last_json(r)
+                if out.get("outcome") != "staged" or out.get("delta") is not (kind == "delta"):
+                    raise BenchError(f"the {name} update did not stage as expected: {out}")
+                samples.setdefault(name, []).append(r.seconds)
+                rss.setdefault(name, []).append(r.maxrss_mb)
+                result[f"update_{kind}_bytes"] = out.get("bytes_downloaded")
+                remove_tree(data)
+    for name, values in samples.items():
+        result[f"update_{name}_s"] = summary(values)
+        result[f"update_{name}_peak_rss_mb"] = round(max(rss[name]), 1)
+    for suffix in ("", f"_{LINK_MBIT}mbit"):
+        ratios = [d / f for d, f in zip(samples[f"delta{suffix}"], samples[f"full{suffix}"], strict=True)]
+        result[f"update_delta_vs_full{suffix}"] = round(statistics.median(ratios), 3)
+        result[f"update_delta_vs_full{suffix}_min"] = round(min(ratios), 3)
+    for path in (a_dir, b_dir, *bases.values(), work / "feed-delta", work / "feed-full"):
+        remove_tree(path)
+    return result
 
 
 # --------------------------------------------------------------------------- the run
@@ -674,6 +769,9 @@ def run(quick: bool, *, rounds: int | None = None, work_parent: str | None = Non
                 os.sync()
                 contender()
 
+        log("desktop update A -> B through a feed, with and without a delta")
+        report.update(measure_update(work, a_tree, b_tree, rounds))
+
     report["ours_apply_s"] = summary(ours_s)
     report["ours_apply_peak_rss_mb"] = round(max(ours_rss), 1)
     report["tufup_apply_s"] = summary(tufup_s)
@@ -705,6 +803,9 @@ def run(quick: bool, *, rounds: int | None = None, work_parent: str | None = Non
         "delta_peak_rss_mb": [TARGET_RSS_MB, report["delta_peak_rss_mb"] <= TARGET_RSS_MB],
         "publish_with_3_deltas_vs_plain": [TARGET_PUBLISH, report["publish_with_3_deltas_vs_plain"] <= TARGET_PUBLISH],
         "delta_tree_identical": [True, report["delta_tree_identical"]],
+        "update_delta_vs_full": [TARGET_APPLY_FULL, report["update_delta_vs_full"] <= TARGET_APPLY_FULL],
+        f"update_delta_vs_full_{LINK_MBIT}mbit": [TARGET_APPLY_FULL,
+                                                  report[f"update_delta_vs_full_{LINK_MBIT}mbit"] <= TARGET_APPLY_FULL],
     }
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
     return report
@@ -716,7 +817,11 @@ def print_summary(report: dict[str, Any]) -> None:
     print(f"  bytes   ours {report['delta_bytes']:,} vs tufup patch {report['tufup_patch_bytes']:,}")
     for name, s in (("ours apply", report["ours_apply_s"]), ("tufup download+patch+extract", report["tufup_apply_s"]),
                     ("full stage", report["full_stage_s"]), ("publish plain", report["publish_plain_s"]),
-                    ("publish + 3 deltas", report["publish_with_3_deltas_s"])):
+                    ("publish + 3 deltas", report["publish_with_3_deltas_s"]),
+                    ("desktop update via delta", report["update_delta_s"]),
+                    ("desktop update, full archive", report["update_full_s"]),
+                    (f"update via delta, {LINK_MBIT} Mbit/s", report[f"update_delta_{LINK_MBIT}mbit_s"]),
+                    (f"update, full archive, {LINK_MBIT} Mbit/s", report[f"update_full_{LINK_MBIT}mbit_s"])):
         print(f"  {name:30s} min {s['min']:.2f} s  median {s['median']:.2f} s")
     print(f"  peak RSS: ours {report['delta_peak_rss_mb']} MB, tufup {report['tufup_apply_peak_rss_mb']} MB, "
           f"full stage {report['full_stage_peak_rss_mb']} MB; tufup publish of B {report['tufup_publish_b']}")

@@ -25,6 +25,8 @@ least 5 counted rounds; ratios are taken per round and reported as median and mi
    runtime's command directly with the shell's environment, with 0/1/10/50 staged versions.
 6. verification: the launch check of a staged version with 1k and 10k files (verify_version_dir
    plus an lstat of every file and a hash of the entry point and native deps).
+7. delta: bench/delta.py (see its docstring): delta bytes and apply time against tufup's bsdiff
+   patches and a full stage, and `desktop update` through a real feed with and without a delta.
 
 `bench/profile.py` runs the same staging or launch under pyinstrument. Ratios in the JSON are
 numbers; a baseline that could not run is null, with `<key>_reason`.
@@ -1139,6 +1141,35 @@ def build_rows(report: Report) -> None:
                         _verdict(entry["verify_ms"] < TARGET_VERIFY_MS) if target else "info"))
     if d.get("verify_ms_largest") is None:
         rows.append(Row("verification", "—", str(d.get("verify_ms_largest_reason")), "", "", "n/a"))
+    delta = d.get("delta") or {}
+    if "targets" in delta:
+        full_mb = delta["full_archive_bytes"] / 1e6
+        rows.append(Row(f"delta A->B: bytes ({delta['b_files']} files, {delta['b_unpacked_mb']} MB; full archive "
+                        f"{full_mb:.1f} MB)", f"{delta['delta_bytes']:,} B",
+                        f"tufup patch {delta['tufup_patch_bytes']:,} B",
+                        f"{delta['delta_bytes_vs_tufup']:.3f}", f"≤ {delta['targets']['delta_bytes_vs_tufup'][0]:g}",
+                        _verdict(delta["targets"]["delta_bytes_vs_tufup"][1])))
+        for key, label, ours, base in (
+                ("delta_apply_vs_tufup", "  apply (download + rebuild + verify) vs tufup download+patch+extract",
+                 "ours_apply_s", "tufup_apply_s"),
+                ("delta_apply_vs_full_stage", "  apply vs extracting the full archive + hashing",
+                 "ours_apply_s", "full_stage_s"),
+                ("update_delta_vs_full", "  desktop update via the delta vs the full archive (loopback)",
+                 "update_delta_s", "update_full_s"),
+                ("update_delta_vs_full_100mbit", "  the same at 100 Mbit/s",
+                 "update_delta_100mbit_s", "update_full_100mbit_s")):
+            target, ok = delta["targets"].get(key, [None, None])
+            rows.append(Row(label, _s(delta[ours]["median"]), _s(delta[base]["median"]),
+                            f"{delta[key]:.3f} (min {delta.get(key + '_min', delta[key]):.3f})"
+                            if key.startswith("update") else f"{delta[key]:.3f}",
+                            f"≤ {target:g}" if target is not None else "", _verdict(ok)))
+        rows.append(Row("  peak RSS of the apply", _s(delta["delta_peak_rss_mb"], "MB", 1), "", "",
+                        f"≤ {delta['targets']['delta_peak_rss_mb'][0]:g} MB",
+                        _verdict(delta["targets"]["delta_peak_rss_mb"][1])))
+        rows.append(Row("  rebuilt tree identical to B, byte for byte", str(delta["delta_tree_identical"]), "", "",
+                        "True", _verdict(delta["delta_tree_identical"])))
+    elif "delta" in d:
+        rows.append(Row("delta updates", "—", str(d.get("delta_bytes_vs_tufup_reason")), "", "", "n/a"))
 
 
 def print_table(report: Report) -> None:
@@ -1172,7 +1203,9 @@ def workdir(given: str | None, keep: bool) -> Iterator[Path]:
             drop_tree(path)
 
 
-SECTIONS = ("stage", "extract", "memory", "checks", "launch", "verify")
+SECTIONS = ("stage", "extract", "memory", "checks", "launch", "verify", "delta")
+DELTA_KEYS = ["delta_bytes_vs_tufup", "delta_apply_vs_tufup", "delta_apply_vs_full_stage", "delta_peak_rss_mb",
+              "delta_tree_identical", "update_delta_vs_full", "update_delta_vs_full_100mbit"]
 
 
 def section(report: Report, name: str, keys: list[str], func: Callable[[], dict[str, Any]],
@@ -1286,6 +1319,13 @@ def main(argv: list[str] | None = None) -> int:
         section(report, "checks", ["check_bytes_up_to_date", "check_round_trips_up_to_date"], checks, only)
         section(report, "launch", ["launch_overhead_s"], launch, only)
         section(report, "verify", ["verify_ms_largest"], verify, only)
+
+        def delta() -> dict[str, Any]:
+            import delta as delta_bench  # bench/delta.py: the codec against tufup and a full stage
+
+            return delta_bench.run(quick, rounds=runs, work_parent=str(fs.path))
+
+        section(report, "delta", DELTA_KEYS, delta, only)
     report.data["elapsed_s"] = round(time.perf_counter() - started, 1)
     build_rows(report)
     report.data["table"] = [row.__dict__ for row in report.rows]

@@ -10,9 +10,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRED = ("stage_vs_curl_tar", "stage_vs_pacote", "peak_rss_mb", "check_bytes_up_to_date", "launch_overhead_s",
-            "extract_vs_tar_median")
+            "extract_vs_tar_median", "delta_bytes_vs_tufup", "delta_apply_vs_tufup", "delta_apply_vs_full_stage",
+            "update_delta_vs_full", "update_delta_vs_full_100mbit")
 # Measurements of the shell itself: null here means the shell (or the benchmark) broke.
-OWN = ("peak_rss_mb", "check_bytes_up_to_date", "launch_overhead_s", "verify_ms_largest", "extract_vs_tar_median")
+OWN = ("peak_rss_mb", "check_bytes_up_to_date", "launch_overhead_s", "verify_ms_largest", "extract_vs_tar_median",
+       "delta_peak_rss_mb", "update_delta_vs_full", "update_delta_vs_full_100mbit")
 
 
 def _is_number(value: object) -> bool:
@@ -23,7 +25,7 @@ def test_bench_quick_reports_every_measurement(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--json", str(out), "--workdir", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+        cwd=REPO, capture_output=True, text=True, timeout=1500, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["mode"] == "quick"
@@ -48,4 +50,5 @@ def test_bench_quick_reports_every_measurement(tmp_path: Path) -> None:
         assert data["filesystem"]["loop_image"] and data["filesystem"]["journaled"] is True
         assert str(tmp_path) not in Path("/proc/mounts").read_text(), "the loop image was left mounted"
     assert data["check_round_trips_up_to_date"] == 1
+    assert data["delta_tree_identical"] is True, "the tree rebuilt from the delta differs from the release"
     assert data["table"], "no table rows"
