@@ -4,8 +4,10 @@
 `<point>` (`DESKTOP_FAULT=<point>:N` at the N-th time). Nothing else reads it; when it is unset
 a fault point costs one comparison. The points, in the order a stage or a launch meets them:
 
-    after-download          the archive is complete and verified, nothing extracted yet
-    mid-extract             extraction has written part of the version
+    delta-downloaded        a delta is complete and verified, nothing rebuilt yet
+    after-download          the archive is complete and verified, nothing extracted yet (after a
+                            delta: the version is rebuilt and checked)
+    mid-extract             extraction (or a rebuild from a delta) has written part of the version
     partial-complete        the partial is complete (native deps in, verified), not durable yet
     after-rename            versions/<v> exists, the pointer still names the old version
     after-pointer           current.json is replaced, its directory not yet fsync'd
@@ -21,7 +23,7 @@ import os
 import signal
 
 POINTS = (
-    "after-download", "mid-extract", "partial-complete", "after-rename", "after-pointer",
+    "delta-downloaded", "after-download", "mid-extract", "partial-complete", "after-rename", "after-pointer",
     "bad-mark-write", "pointer-back", "attempt-write", "lease-write",
 )
 

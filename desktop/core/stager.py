@@ -416,6 +416,7 @@ def _try_delta(artefact: Artefact, registry: DeltaSource, release: Release, part
         delta_file = artefact.store.downloads_dir / f"{release.version}-{release_tag(release)}.from-{base}.delta"
         try:
             received += registry.download_delta(offer, delta_file, progress=on_download, cancel=cancel)
+            faults.reached("delta-downloaded")
             with open(delta_file, "rb") as handle:
                 stats = apply_delta(handle.read, directory, base_files, offer.files_sha256, partial,
                                     progress=lambda done, total: on_extract(done), cancel=cancel)

@@ -189,7 +189,7 @@ def test_an_archive_that_differs_from_its_signed_file_manifest_is_refused(
     assert [p.name for p in config.data.versions_dir.iterdir() if ".partial" in p.name] == []
 
 
-@pytest.mark.parametrize("step", ("mid-extract", "partial-complete"))
+@pytest.mark.parametrize("step", ("delta-downloaded", "mid-extract", "partial-complete", "after-rename"))
 def test_kill_9_while_rebuilding_from_a_delta(feed: Feed, data_dir: Path, step: str) -> None:
     config = _staged_then_published(feed, data_dir, extra=20)
     args = ["--data-dir", str(data_dir), "--registry", feed.url, "--registry-kind", "feed",
@@ -203,7 +203,10 @@ def test_kill_9_while_rebuilding_from_a_delta(feed: Feed, data_dir: Path, step: 
 
     report = update(config)
 
-    assert report.outcome is UpdateOutcome.STAGED and report.delta
+    if step == "after-rename":  # the complete version is adopted, nothing downloaded again
+        assert report.outcome is UpdateOutcome.ALREADY_STAGED
+    else:
+        assert report.outcome is UpdateOutcome.STAGED and report.delta
     _staged_like_published(config, feed, "2.1.0")
     leftovers = [p.name for p in config.data.versions_dir.iterdir() if ".partial" in p.name]
     assert leftovers == [] and list(config.data.downloads_dir.iterdir()) == []
