@@ -15,7 +15,6 @@ from packaging.version import Version
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
-    QAbstractButton,
     QApplication,
     QCheckBox,
     QComboBox,
@@ -24,14 +23,11 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
-    QLabel,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSpinBox,
     QTabWidget,
-    QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
@@ -41,27 +37,13 @@ from desktop.core.results import ReleaseInfo, UpdateState
 from desktop.core.shell import Settings, one_line
 from desktop.ui.controller import Lists, ShellController, UpdateView
 from desktop.ui.richtext import NotesBrowser
-from desktop.ui.widgets import plain_tip
+from desktop.ui.widgets import no_default, plain_label, plain_tip, version_list
 from desktop.ui.wording import problem_text, source_text, transfer_text, update_text, when_text
 
 CHANNELS = ("stable", "beta", "alpha")
 LOG_TAIL_BYTES = 16 * 1024
 LOG_TAIL_LINES = 30
 _ERRNO = re.compile(r"\[Errno -?\d+\]\s*")  # the OS's words stay, its numbers go
-
-
-def _no_default(*buttons: QAbstractButton) -> None:
-    for button in buttons:
-        if isinstance(button, QPushButton):
-            button.setAutoDefault(False)
-            button.setDefault(False)
-
-
-def _plain(text: str = "") -> QLabel:
-    label = QLabel(text)
-    label.setTextFormat(Qt.TextFormat.PlainText)
-    label.setWordWrap(True)
-    return label
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
@@ -104,16 +86,16 @@ class UpdateDialog(QDialog):
         self.setWindowTitle(self.tr("Updates"))
         em = self.fontMetrics().height()
         self.setMinimumWidth(em * 34)
-        self.current = _plain()
-        self.state = _plain()
+        self.current = plain_label()
+        self.state = plain_label()
         self.state.setObjectName("update-state")
         # Where focus goes when the button that had it goes busy: the words that say what is
         # happening (a screen reader reads them), and nothing that Enter could press.
         self.state.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
                                            | Qt.TextInteractionFlag.TextSelectableByKeyboard)
         self.state.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
-        self.checked = _plain()
-        self.problem = _plain()
+        self.checked = plain_label()
+        self.problem = plain_label()
         self.copy_button = QPushButton(self.tr("Copy details"))
         self.copy_button.clicked.connect(self.copy_details_requested)
         problem_row = QHBoxLayout()
@@ -125,7 +107,7 @@ class UpdateDialog(QDialog):
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.progress.setAccessibleName(self.tr("Download progress"))
-        self.progress_text = _plain()
+        self.progress_text = plain_label()
         self.cancel_button = QPushButton(self.tr("Cancel"))
         self.cancel_button.clicked.connect(controller.cancel_download)
         progress_row = QHBoxLayout()
@@ -137,7 +119,7 @@ class UpdateDialog(QDialog):
         self.progress_box = QWidget()
         self.progress_box.setLayout(progress_column)
 
-        self.notes_title = _plain()
+        self.notes_title = plain_label()
         self.notes = NotesBrowser()
         self.notes.setAccessibleName(self.tr("Release notes"))
         self.notes.setMinimumHeight(em * 8)
@@ -150,17 +132,8 @@ class UpdateDialog(QDialog):
         self.rollback_button = QPushButton(self.tr("Roll back…"))
         self.rollback_button.setToolTip(self.tr("Go back to the previous version (asks first)"))
 
-        self.blocked = QTreeWidget()
-        self.blocked.setHeaderLabels([self.tr("Version"), self.tr("Why it is not offered"), self.tr("Since")])
-        self.blocked.setRootIsDecorated(False)
-        self.blocked.setAccessibleName(self.tr("Versions that are not offered"))
-        self.blocked.setSelectionMode(QTreeWidget.SelectionMode.ExtendedSelection)
-        self.blocked.setMinimumHeight(em * 5)
-        header = self.blocked.header()
-        header.setStretchLastSection(False)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        self.blocked = version_list([self.tr("Version"), self.tr("Why it is not offered"), self.tr("Since")],
+                                    self.tr("Versions that are not offered"))
         self.allow_button = QPushButton(self.tr("Allow again"))
         self.allow_button.setToolTip(self.tr("Offer the selected versions again (undoes a skip or a bad mark)"))
         close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
@@ -192,7 +165,7 @@ class UpdateDialog(QDialog):
         layout.addLayout(buttons)
         layout.addWidget(blocked_box, 1)
         layout.addWidget(close)
-        _no_default(self.copy_button, self.cancel_button, self.check_button, self.primary_button, self.skip_button,
+        no_default(self.copy_button, self.cancel_button, self.check_button, self.primary_button, self.skip_button,
                     self.rollback_button, self.allow_button, *close.buttons())
 
         self.check_button.clicked.connect(self._check)
@@ -353,7 +326,7 @@ class WhatsNewDialog(QDialog):
         super().__init__(parent)
         em = self.fontMetrics().height()
         self.resize(em * 32, em * 24)
-        self.heading = _plain()
+        self.heading = plain_label()
         font = self.heading.font()
         font.setBold(True)
         self.heading.setFont(font)
@@ -362,7 +335,7 @@ class WhatsNewDialog(QDialog):
         close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         close.button(QDialogButtonBox.StandardButton.Close).setText(self.tr("Close"))
         close.rejected.connect(self.reject)
-        _no_default(*close.buttons())
+        no_default(*close.buttons())
         layout = QVBoxLayout(self)
         layout.addWidget(self.heading)
         layout.addWidget(self.browser, 1)

@@ -43,7 +43,7 @@ from desktop.core.results import (
 from desktop.ui.controller import ShellController, UpdateView
 from desktop.ui.dialogs import LogsDialog, SettingsDialog, UpdateDialog, WhatsNewDialog, details_text
 from desktop.ui.webview import Opener, login_url, make_view, open_external
-from desktop.ui.widgets import Action, Banner, ElidedLabel, Notice, Tone, state_dot_color
+from desktop.ui.widgets import Action, Banner, ElidedLabel, Notice, Tone, plain_label, state_dot_color
 from desktop.ui.wording import days_text, problem_text, source_text, update_text
 
 ZOOM_STEPS = (0.5, 0.67, 0.75, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
@@ -61,14 +61,6 @@ def _page(*widgets: QWidget, margin: int) -> QWidget:
         layout.addWidget(widget)
     layout.addStretch(2)
     return page
-
-
-def _plain(text: str = "", *, wrap: bool = True) -> QLabel:
-    """A label that never interprets its text as markup (runtime output, reasons, paths)."""
-    label = QLabel(text)
-    label.setTextFormat(Qt.TextFormat.PlainText)
-    label.setWordWrap(wrap)
-    return label
 
 
 class MainWindow(QMainWindow):
@@ -133,13 +125,13 @@ class MainWindow(QMainWindow):
     # -- building -------------------------------------------------------------------------------
     def _build_pages(self, em: int) -> None:
         self.stack = QStackedWidget()
-        self.starting_label = _plain(self.tr("Starting the runtime…"))
+        self.starting_label = plain_label(self.tr("Starting the runtime…"))
         self.starting_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.starting_page = _page(self.starting_label, margin=em * 2)
         self.web = make_view(opener=self.opener)
         if self.web is not None:
             self.web.setAccessibleName(self.tr("The runtime's page"))
-        self.url_label = _plain()
+        self.url_label = plain_label()
         self.url_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.url_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
                                                | Qt.TextInteractionFlag.TextSelectableByKeyboard)
@@ -151,14 +143,14 @@ class MainWindow(QMainWindow):
         browser_row.addStretch(1)
         row = QWidget()
         row.setLayout(browser_row)
-        self.panel_page = _page(_plain(self.tr("The runtime is running. Its page opens in your browser:")),
+        self.panel_page = _page(plain_label(self.tr("The runtime is running. Its page opens in your browser:")),
                                 self.url_label, row, margin=em * 2)
-        self.error_title = _plain()
+        self.error_title = plain_label()
         font = self.error_title.font()
         font.setBold(True)
         font.setPointSizeF(font.pointSizeF() * 1.25)
         self.error_title.setFont(font)
-        self.error_reason = _plain()
+        self.error_reason = plain_label()
         self.error_log = QPlainTextEdit()
         self.error_log.setReadOnly(True)
         self.error_log.setAccessibleName(self.tr("The runtime's last output"))
@@ -176,7 +168,7 @@ class MainWindow(QMainWindow):
         buttons.addStretch(1)
         button_row = QWidget()
         button_row.setLayout(buttons)
-        self.failed_page = _page(self.error_title, self.error_reason, _plain(self.tr("Its last output:")),
+        self.failed_page = _page(self.error_title, self.error_reason, plain_label(self.tr("Its last output:")),
                                  self.error_log, button_row, margin=em)
         for page in (self.starting_page, self.panel_page, self.failed_page):
             self.stack.addWidget(page)
