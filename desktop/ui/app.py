@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,6 +66,15 @@ def install_translations(app: QApplication, resources: Path) -> QTranslator | No
     return None
 
 
+def report_healthy_in_background() -> threading.Thread:
+    """Tell the launcher this shell started fine, off the GUI thread (the mark is written and fsynced,
+    and the pointer committed). Not a daemon: quitting at once still waits for the mark, without
+    which the launcher would blame this version for a crash at startup."""
+    thread = threading.Thread(target=Shell.report_healthy, name="health-mark")
+    thread.start()
+    return thread
+
+
 def run_gui(shell: Shell, *, initial_delay_s: float = 5.0, screenshot: Path | None = None,
             exit_after_s: float | None = None,
             on_controller: Callable[[ShellController], None] | None = None,
@@ -105,6 +115,8 @@ def run_gui(shell: Shell, *, initial_delay_s: float = 5.0, screenshot: Path | No
             window.request_quit()
         QTimer.singleShot(int(exit_after_s * 1000), finish)
     window.show()
+    # The window is up once the event loop runs: only then is this shell healthy for its launcher.
+    QTimer.singleShot(0, report_healthy_in_background)
     controller.start()
     try:
         code = int(app.exec())
