@@ -79,7 +79,8 @@ def run_gui(shell: Shell, *, initial_delay_s: float = 5.0, screenshot: Path | No
             exit_after_s: float | None = None,
             on_controller: Callable[[ShellController], None] | None = None,
             instance: SingleInstance | None = None) -> int:
-    """Run the shell until the user quits; returns the process exit code.
+    """Run the shell until the user quits; returns the process exit code (the launcher's restart code
+    when the user chose to restart into a new version of the app).
 
     `instance` is a SingleInstance the caller already holds (the demo takes it before it resets
     its data); otherwise it is taken here, and a second start only brings the first forward.
@@ -98,7 +99,7 @@ def run_gui(shell: Shell, *, initial_delay_s: float = 5.0, screenshot: Path | No
         on_controller(controller)
     window = MainWindow(controller, app_icon(shell))
     instance.activated.connect(window.bring_to_front)
-    window.quit_requested.connect(app.quit)
+    window.quit_requested.connect(app.exit)
 
     # Python runs signal handlers only between bytecodes: the timer below lets SIGTERM reach us.
     for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)):

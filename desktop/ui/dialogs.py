@@ -35,10 +35,11 @@ from PySide6.QtWidgets import (
 
 from desktop.core.results import ReleaseInfo, UpdateState
 from desktop.core.shell import Settings, one_line
-from desktop.ui.controller import Lists, ShellController, UpdateView
+from desktop.ui.app_section import AppSection
+from desktop.ui.controller import AppView, Lists, ShellController, UpdateView
 from desktop.ui.richtext import NotesBrowser
 from desktop.ui.widgets import no_default, plain_label, plain_tip, version_list
-from desktop.ui.wording import problem_text, source_text, transfer_text, update_text, when_text
+from desktop.ui.wording import app_updates_text, problem_text, source_text, transfer_text, update_text, when_text
 
 CHANNELS = ("stable", "beta", "alpha")
 LOG_TAIL_BYTES = 16 * 1024
@@ -79,6 +80,7 @@ class UpdateDialog(QDialog):
     roll_back_requested = Signal()
     copy_details_requested = Signal()
     notes_requested = Signal()
+    restart_app_requested = Signal()
 
     def __init__(self, controller: ShellController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -86,6 +88,8 @@ class UpdateDialog(QDialog):
         self.setWindowTitle(self.tr("Updates"))
         em = self.fontMetrics().height()
         self.setMinimumWidth(em * 34)
+        self.policy = plain_label()
+        self.policy.setObjectName("policy")
         self.current = plain_label()
         self.state = plain_label()
         self.state.setObjectName("update-state")
@@ -156,7 +160,10 @@ class UpdateDialog(QDialog):
         allow_row.addStretch(1)
         allow_row.addWidget(self.allow_button)
         blocked_layout.addLayout(allow_row)
+        self.app = AppSection(controller)
+        self.app.restart_requested.connect(self.restart_app_requested)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.policy)
         layout.addLayout(form)
         layout.addWidget(self.problem_box)
         layout.addWidget(self.progress_box)
@@ -164,6 +171,7 @@ class UpdateDialog(QDialog):
         layout.addWidget(self.notes, 2)
         layout.addLayout(buttons)
         layout.addWidget(blocked_box, 1)
+        layout.addWidget(self.app)
         layout.addWidget(close)
         no_default(self.copy_button, self.cancel_button, self.check_button, self.primary_button, self.skip_button,
                     self.rollback_button, self.allow_button, *close.buttons())
@@ -177,6 +185,7 @@ class UpdateDialog(QDialog):
         controller.update_changed.connect(lambda view: self.refresh())
         controller.lists_changed.connect(lambda lists: self.refresh())
         controller.runtime_event.connect(lambda event: self.refresh())
+        controller.app_changed.connect(lambda app: self.refresh())
         controller.rolled_back.connect(self._on_rolled_back)
         self._notes_key: tuple[object, ...] | None = None
         self._lists: Lists | None = None
@@ -248,6 +257,9 @@ class UpdateDialog(QDialog):
         else:
             self.current.setText(self.tr("not running"))
         self.state.setText(self.status_text(view))
+        policy = controller.app.policy
+        self.policy.setVisible(policy.in_force)
+        self.policy.setText(policy.text)
         self.checked.setText(when_text(view.last_checked) if view.last_checked else self.tr("never"))
         self.problem_box.setVisible(view.problem is not None and view.state in (UpdateState.OFFLINE,
                                                                                 UpdateState.FAILED))
@@ -268,7 +280,7 @@ class UpdateDialog(QDialog):
 
         release = view.release
         self._render_notes(view)
-        self.check_button.setEnabled(not controller.busy and bool(controller.config.registry_url))
+        self.check_button.setEnabled(controller.can_check)
         self.check_button.setText(self.tr("Checking…") if view.state is UpdateState.CHECKING else self.tr("Check now"))
         primary = {UpdateState.STAGED: self.tr("Restart to update") if running is not None else self.tr("Install now"),
                    UpdateState.AVAILABLE: self.tr("Download and install")}.get(view.state)
@@ -350,21 +362,28 @@ class WhatsNewDialog(QDialog):
 
 
 class SettingsDialog(QDialog):
-    """Update channel, automatic updates, check interval, close-to-tray."""
+    """Update channel, automatic updates, check interval, close-to-tray; what the admin policy decides instead."""
 
-    def __init__(self, settings: Settings, tray_available: bool, parent: QWidget | None = None) -> None:
+    def __init__(self, settings: Settings, tray_available: bool, parent: QWidget | None = None, *,
+                 app: AppView | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle(self.tr("Settings"))
         self.original = settings
+        policy = app.policy if app is not None else None
+        self.pinned = policy.channel if policy is not None else None
+        shown = self.pinned or settings.channel
         self.channel = QComboBox()
         self.channel.setEditable(False)  # a channel is one the feed publishes, not free text
         names = {"stable": self.tr("Stable"), "beta": self.tr("Beta (earlier, less tested)"),
                  "alpha": self.tr("Alpha (earliest, for testers)")}
-        channels = list(CHANNELS) + ([settings.channel] if settings.channel not in CHANNELS else [])
+        channels = list(CHANNELS) + ([shown] if shown not in CHANNELS else [])
         for channel in channels:
             self.channel.addItem(names.get(channel, channel), channel)
-        self.channel.setCurrentIndex(channels.index(settings.channel))
+        self.channel.setCurrentIndex(channels.index(shown))
         self.channel.setAccessibleName(self.tr("Update channel"))
+        if self.pinned is not None:
+            self.channel.setEnabled(False)
+            self.channel.setToolTip(self.tr("Set by your administrator"))
         self.auto_update = QCheckBox(self.tr("Download and install updates automatically"))
         self.auto_update.setChecked(settings.auto_update)
         self.interval = QSpinBox()
@@ -375,22 +394,35 @@ class SettingsDialog(QDialog):
         self.close_to_tray = QCheckBox(self.tr("Closing the window keeps the app running in the tray"))
         self.close_to_tray.setChecked(settings.close_to_tray and tray_available)
         self.close_to_tray.setEnabled(tray_available)
+        if policy is not None and not policy.runtime_updates and not (app is not None and app.updatable):
+            for control in (self.channel, self.auto_update, self.interval):  # nothing they could change
+                control.setEnabled(False)
+        self.policy = plain_label(policy.text if policy is not None else "")
+        self.policy.setObjectName("policy")
+        self.policy.setVisible(policy is not None and policy.in_force)
+        self.app_updates = plain_label(app_updates_text(app) if app is not None else "")
+        self.app_updates.setObjectName("app-updates")
         form = QFormLayout()
         form.addRow(self.tr("Update channel:"), self.channel)
         form.addRow("", self.auto_update)
         form.addRow(self.tr("Check every:"), self.interval)
         form.addRow("", self.close_to_tray)
+        if self.app_updates.text():
+            form.addRow(self.tr("App updates:"), self.app_updates)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.button(QDialogButtonBox.StandardButton.Ok).setText(self.tr("OK"))
         buttons.button(QDialogButtonBox.StandardButton.Cancel).setText(self.tr("Cancel"))
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.policy)
         layout.addLayout(form)
         layout.addWidget(buttons)
 
     def result_settings(self) -> Settings:
-        return replace(self.original, channel=str(self.channel.currentData()),
+        # A channel the admin pinned is not the user's choice: their own stays saved for when it is lifted.
+        channel = self.original.channel if self.pinned is not None else str(self.channel.currentData())
+        return replace(self.original, channel=channel,
                        auto_update=self.auto_update.isChecked(),
                        check_interval_s=float(self.interval.value() * 60),
                        close_to_tray=self.close_to_tray.isChecked())
