@@ -620,23 +620,13 @@ def cmd_run(args: argparse.Namespace) -> Rendered:
 
     shell = open_shell(args, tolerate_unwritable=True, healthy=False)
     code = run_gui(shell, screenshot=Path(args.screenshot) if args.screenshot else None,
-                   exit_after_s=args.exit_after, on_controller=_healthy_once_running)
+                   exit_after_s=args.exit_after)
     info = shell.shell_info()
     if code and code == info.restart_exit_code:
         return Rendered({}, printed=True, exit_code=code)  # "Restart to update": the launcher starts the new shell
     if code:
         raise CommandFailed(f"the app exited with code {code}")
     return Rendered({}, printed=True)
-
-
-def _healthy_once_running(controller: Any) -> None:
-    """The window is up once the event loop delivers the controller's first runtime event (it follows
-    `window.show()`): then the shell is healthy for its launcher."""
-    def first_event(*_: object) -> None:
-        if Shell.report_healthy():
-            controller.runtime_event.disconnect(first_event)
-
-    controller.runtime_event.connect(first_event)
 
 
 def cmd_demo(args: argparse.Namespace) -> Rendered:

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,11 +66,21 @@ def install_translations(app: QApplication, resources: Path) -> QTranslator | No
     return None
 
 
+def report_healthy_in_background() -> threading.Thread:
+    """Tell the launcher this shell started fine, off the GUI thread (the mark is written and fsynced,
+    and the pointer committed). Not a daemon: quitting at once still waits for the mark, without
+    which the launcher would blame this version for a crash at startup."""
+    thread = threading.Thread(target=Shell.report_healthy, name="health-mark")
+    thread.start()
+    return thread
+
+
 def run_gui(shell: Shell, *, initial_delay_s: float = 5.0, screenshot: Path | None = None,
             exit_after_s: float | None = None,
             on_controller: Callable[[ShellController], None] | None = None,
             instance: SingleInstance | None = None) -> int:
-    """Run the shell until the user quits; returns the process exit code.
+    """Run the shell until the user quits; returns the process exit code (the launcher's restart code
+    when the user chose to restart into a new version of the app).
 
     `instance` is a SingleInstance the caller already holds (the demo takes it before it resets
     its data); otherwise it is taken here, and a second start only brings the first forward.
@@ -88,7 +99,7 @@ def run_gui(shell: Shell, *, initial_delay_s: float = 5.0, screenshot: Path | No
         on_controller(controller)
     window = MainWindow(controller, app_icon(shell))
     instance.activated.connect(window.bring_to_front)
-    window.quit_requested.connect(app.quit)
+    window.quit_requested.connect(app.exit)
 
     # Python runs signal handlers only between bytecodes: the timer below lets SIGTERM reach us.
     for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)):
@@ -105,6 +116,8 @@ def run_gui(shell: Shell, *, initial_delay_s: float = 5.0, screenshot: Path | No
             window.request_quit()
         QTimer.singleShot(int(exit_after_s * 1000), finish)
     window.show()
+    # The window is up once the event loop runs: only then is this shell healthy for its launcher.
+    QTimer.singleShot(0, report_healthy_in_background)
     controller.start()
     try:
         code = int(app.exec())

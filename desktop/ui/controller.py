@@ -27,6 +27,7 @@ from desktop.core.results import (
     ClearReport,
     LastCheck,
     Phase,
+    PolicyInfo,
     Problem,
     Progress,
     ReleaseInfo,
@@ -34,6 +35,9 @@ from desktop.core.results import (
     Running,
     RuntimeEvent,
     RuntimeState,
+    ShellInfo,
+    ShellUpdateReport,
+    ShellUpdates,
     StagedWaiting,
     StartFailed,
     Starting,
@@ -68,6 +72,33 @@ class UpdateView:
     confirmed: bool = False  # a check the user asked for found nothing new: say so, briefly
     manual: bool = False  # the work under way was asked for by the user
     cancelled: bool = False
+    managed: bool = False  # runtime updates are turned off by the admin policy
+
+
+@dataclass(frozen=True)
+class AppView:
+    """The app itself as the window shows it: its own updates, what runs at its next start, what failed
+    to start, and the admin policy."""
+
+    policy: PolicyInfo
+    info: ShellInfo | None = None  # read off the GUI thread: None until then
+    problem: Problem | None = None  # the last update of the app itself failed
+    detail: str = ""
+
+    @property
+    def pending(self) -> Version | None:
+        """A newer app, staged: it runs at the next start (or now, with "Restart to update")."""
+        return self.info.pending if self.info is not None else None
+
+    @property
+    def restart_exit_code(self) -> int | None:
+        """Exit with it and the launcher starts the pending app (None: not started by a launcher)."""
+        return self.info.restart_exit_code if self.info is not None and self.info.pending is not None else None
+
+    @property
+    def updatable(self) -> bool:
+        """The app may update itself here (a per-user install that no policy or package manager owns)."""
+        return self.info is not None and self.info.updates is ShellUpdates.AVAILABLE
 
 
 @dataclass(frozen=True)
@@ -87,6 +118,9 @@ class _Done:
     problem: Problem | None
     last_checked: float | None
     next_delay_s: float
+    app: ShellUpdateReport | None = None  # the update of the app itself, when there was one
+    app_problem: Problem | None = None
+    info: ShellInfo | None = None  # the app as it stands after the update
 
 
 @dataclass
@@ -133,6 +167,8 @@ class ShellController(QObject):
     skipped = Signal(object)  # Version the user skipped
     allowed = Signal(object)  # ClearReport: versions allowed again
     whats_new = Signal(object, object)  # Version now running, tuple[ReleaseInfo, ...]
+    app_changed = Signal(object)  # AppView
+    app_allowed = Signal(object)  # tuple[str, ...]: app versions that may start again
     reminder = Signal(object)  # StagedWaiting
     action_failed = Signal(str, object, str)  # what, Problem, technical detail
     stopped = Signal()  # quitting: the runtime is stopped
@@ -152,6 +188,7 @@ class ShellController(QObject):
         self.supervisor.add_listener(self._bridge.runtime.emit)
         self.view = UpdateView()
         self.lists = Lists()
+        self.app = AppView(shell.policy_info())  # the policy is read with the configuration: no I/O here
         self.running: Running | None = None
         self.runtime_state = RuntimeState.STOPPED
         self.last_event: RuntimeEvent | None = None
@@ -184,6 +221,17 @@ class ShellController(QObject):
     def auto_update(self) -> bool:
         return bool(self.shell.config.settings.auto_update)
 
+    @property
+    def runtime_updates(self) -> bool:
+        """Runtime updates are allowed (the admin policy can turn them off)."""
+        return self.app.policy.runtime_updates
+
+    @property
+    def can_check(self) -> bool:
+        """A check would do something now: a registry, no check under way, and something it may update."""
+        return (self._job is None and not self.shutting_down and bool(self.shell.config.registry_url)
+                and (self.runtime_updates or (self.auto_update and self.app.updatable)))
+
     # -- background work ----------------------------------------------------------------------
     def _in_background(self, job: Callable[[], Any], done: Callable[[Any], None], name: str = "shell-worker") -> None:
         """Run `job` on a daemon thread; `done(result or exception)` runs on the GUI thread."""
@@ -207,7 +255,10 @@ class ShellController(QObject):
         self.supervisor.start()
         self.reminder_timer.start(REMINDER_POLL_MS)
         self.refresh_lists()
+        self.refresh_app()
         if self.shell.config.registry_url:
+            if not self.runtime_updates:
+                self._set_view(replace(self.view, state=UpdateState.DISABLED, managed=True))
             self.check_timer.start(int(self.initial_delay_s * 1000))
             shell = self.shell
             self._in_background(shell.last_check, self._on_last_check, "last-check")
@@ -288,14 +339,19 @@ class ShellController(QObject):
     def _start_job(self, *, manual: bool, download: bool) -> bool:
         if self._job is not None or self.shutting_down or not self.shell.config.registry_url:
             return False
+        if not self.runtime_updates and not (download and self.app.updatable):
+            return False  # turned off by the admin: nothing a check could bring
         self._jobs += 1
         job = _Job(self._jobs, manual, threading.Event())
         self._job = job
         self.check_timer.stop()
         self.confirm_timer.stop()
         self._meter.reset()
-        self._set_view(replace(self.view, state=UpdateState.CHECKING, manual=manual, problem=None, detail="",
-                               confirmed=False, cancelled=False, transfer=None, phase=None))
+        # With runtime updates turned off, only the app itself is updated: the window keeps saying
+        # that updates are managed rather than "Checking for updates…".
+        self._set_view(replace(self.view, state=UpdateState.CHECKING if self.runtime_updates else self.view.state,
+                               manual=manual, problem=None, detail="", confirmed=False, cancelled=False,
+                               transfer=None, phase=None))
         shell, bridge = self.shell, self._bridge
         throttle = _Throttle()
 
@@ -306,20 +362,28 @@ class ShellController(QObject):
         def work() -> _Done:
             result: CheckReport | UpdateReport | BaseException
             problem: Problem | None = None
+            app: ShellUpdateReport | None = None
+            app_problem: Problem | None = None
+            info: ShellInfo | None = None
             try:
                 if download:
-                    result = shell.update(progress=progress, cancel=job.cancel.is_set, bypass_rollout=manual)
+                    report = shell.update_app(progress=progress, cancel=job.cancel.is_set, bypass_rollout=manual)
+                    result, app = report.runtime, report.shell
                     if result.error is not None:
                         problem = shell.explain(result.error)
                     elif result.outcome is UpdateOutcome.BUSY:
                         problem = Problem.BUSY
+                    if app.error is not None:
+                        app_problem = shell.explain(app.error)
                     shell.keep_release_notes(result)
+                    info = shell.shell_info()
                 else:
                     result = shell.check(bypass_rollout=manual)
             except DesktopError as exc:
                 result, problem = exc, shell.explain(exc)
             checked = shell.last_check()
-            return _Done(result, problem, checked.time if checked else None, shell.next_check_delay())
+            return _Done(result, problem, checked.time if checked else None, shell.next_check_delay(), app,
+                         app_problem, info)
 
         self._in_background(work, lambda done: self._on_job_done(job, done), "update-check")
         return True
@@ -331,8 +395,8 @@ class ShellController(QObject):
             return
         job.cancel.set()
         self._job = None
-        self._set_view(replace(self.view, state=UpdateState.AVAILABLE if self.view.release else UpdateState.IDLE,
-                               transfer=None, phase=None, cancelled=True, manual=False))
+        self._set_view(replace(self.view, state=self._resting_state(), transfer=None, phase=None, cancelled=True,
+                               manual=False))
         self._schedule(self.shell.config.settings.check_interval_s)
 
     def _on_progress(self, job_id: int, step: Progress) -> None:
@@ -356,6 +420,9 @@ class ShellController(QObject):
             return  # cancelled: its outcome no longer matters
         if current:
             self._job = None
+        if done.info is not None:
+            self._set_app(replace(self.app, info=done.info, problem=done.app_problem,
+                                  detail=one_line(str(done.app.error), 500) if done.app and done.app.error else ""))
         view = replace(self.view, last_checked=done.last_checked or self.view.last_checked, transfer=None,
                        phase=None, problem=done.problem, detail="", retry_at=None, cancelled=False)
         if isinstance(result, CheckReport):
@@ -393,7 +460,7 @@ class ShellController(QObject):
         if outcome is UpdateOutcome.CANCELLED:
             return replace(view, state=UpdateState.IDLE, cancelled=True, problem=None)
         if outcome is UpdateOutcome.DISABLED:
-            return replace(view, state=UpdateState.DISABLED)
+            return replace(view, state=UpdateState.DISABLED, managed=True)
         if outcome in (UpdateOutcome.FAILED, UpdateOutcome.BUSY):
             detail = one_line(str(report.error), 500) if report.error is not None else ""
             if report.version is not None:
@@ -402,6 +469,12 @@ class ShellController(QObject):
         if view.state is UpdateState.STAGED and view.release is not None:
             return view  # a check found nothing newer than what already waits
         return replace(view, state=UpdateState.UP_TO_DATE, release=None, notes=(), confirmed=view.manual)
+
+    def _resting_state(self) -> UpdateState:
+        """The state once nothing is under way (a check was cancelled)."""
+        if not self.runtime_updates:
+            return UpdateState.DISABLED
+        return UpdateState.AVAILABLE if self.view.release else UpdateState.IDLE
 
     @staticmethod
     def _failed_state(problem: Problem | None) -> UpdateState:
@@ -427,6 +500,32 @@ class ShellController(QObject):
                 self.lists = lists
                 self.lists_changed.emit(lists)
         self._in_background(job, done, "lists")
+
+    # -- the app itself ----------------------------------------------------------------------------
+    def _set_app(self, app: AppView) -> None:
+        self.app = app
+        self.app_changed.emit(app)
+
+    def refresh_app(self) -> None:
+        """Read the app's own state (install, what runs next, what failed to start) off the GUI thread."""
+        shell = self.shell
+
+        def done(info: object) -> None:
+            if isinstance(info, ShellInfo):
+                self._set_app(replace(self.app, info=info))
+        self._in_background(shell.shell_info, done, "app-info")
+
+    def allow_app_again(self, version: str | None) -> None:
+        """Let an app version that failed to start (or every one, with None) be staged and started again."""
+        shell = self.shell
+
+        def done(result: object) -> None:
+            if isinstance(result, BaseException):
+                self._failed(self.tr("Allow again"), result)
+                return
+            self.app_allowed.emit(result)
+            self.refresh_app()
+        self._in_background(lambda: shell.clear_bad_shell(version), done, "allow-app")
 
     def preview_rollback(self, then: Callable[[RollbackReport | None], None]) -> None:
         """What Roll back would do now, read fresh (the window asks the user with it)."""

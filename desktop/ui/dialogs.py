@@ -15,7 +15,6 @@ from packaging.version import Version
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
-    QAbstractButton,
     QApplication,
     QCheckBox,
     QComboBox,
@@ -24,14 +23,11 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
-    QLabel,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSpinBox,
     QTabWidget,
-    QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
@@ -39,29 +35,16 @@ from PySide6.QtWidgets import (
 
 from desktop.core.results import ReleaseInfo, UpdateState
 from desktop.core.shell import Settings, one_line
-from desktop.ui.controller import Lists, ShellController, UpdateView
+from desktop.ui.app_section import AppSection
+from desktop.ui.controller import AppView, Lists, ShellController, UpdateView
 from desktop.ui.richtext import NotesBrowser
-from desktop.ui.widgets import plain_tip
-from desktop.ui.wording import problem_text, source_text, transfer_text, update_text, when_text
+from desktop.ui.widgets import no_default, plain_label, plain_tip, version_list
+from desktop.ui.wording import app_updates_text, problem_text, source_text, transfer_text, update_text, when_text
 
 CHANNELS = ("stable", "beta", "alpha")
 LOG_TAIL_BYTES = 16 * 1024
 LOG_TAIL_LINES = 30
 _ERRNO = re.compile(r"\[Errno -?\d+\]\s*")  # the OS's words stay, its numbers go
-
-
-def _no_default(*buttons: QAbstractButton) -> None:
-    for button in buttons:
-        if isinstance(button, QPushButton):
-            button.setAutoDefault(False)
-            button.setDefault(False)
-
-
-def _plain(text: str = "") -> QLabel:
-    label = QLabel(text)
-    label.setTextFormat(Qt.TextFormat.PlainText)
-    label.setWordWrap(True)
-    return label
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
@@ -97,6 +80,7 @@ class UpdateDialog(QDialog):
     roll_back_requested = Signal()
     copy_details_requested = Signal()
     notes_requested = Signal()
+    restart_app_requested = Signal()
 
     def __init__(self, controller: ShellController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -104,16 +88,18 @@ class UpdateDialog(QDialog):
         self.setWindowTitle(self.tr("Updates"))
         em = self.fontMetrics().height()
         self.setMinimumWidth(em * 34)
-        self.current = _plain()
-        self.state = _plain()
+        self.policy = plain_label()
+        self.policy.setObjectName("policy")
+        self.current = plain_label()
+        self.state = plain_label()
         self.state.setObjectName("update-state")
         # Where focus goes when the button that had it goes busy: the words that say what is
         # happening (a screen reader reads them), and nothing that Enter could press.
         self.state.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
                                            | Qt.TextInteractionFlag.TextSelectableByKeyboard)
         self.state.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
-        self.checked = _plain()
-        self.problem = _plain()
+        self.checked = plain_label()
+        self.problem = plain_label()
         self.copy_button = QPushButton(self.tr("Copy details"))
         self.copy_button.clicked.connect(self.copy_details_requested)
         problem_row = QHBoxLayout()
@@ -125,7 +111,7 @@ class UpdateDialog(QDialog):
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.progress.setAccessibleName(self.tr("Download progress"))
-        self.progress_text = _plain()
+        self.progress_text = plain_label()
         self.cancel_button = QPushButton(self.tr("Cancel"))
         self.cancel_button.clicked.connect(controller.cancel_download)
         progress_row = QHBoxLayout()
@@ -137,7 +123,7 @@ class UpdateDialog(QDialog):
         self.progress_box = QWidget()
         self.progress_box.setLayout(progress_column)
 
-        self.notes_title = _plain()
+        self.notes_title = plain_label()
         self.notes = NotesBrowser()
         self.notes.setAccessibleName(self.tr("Release notes"))
         self.notes.setMinimumHeight(em * 8)
@@ -150,17 +136,8 @@ class UpdateDialog(QDialog):
         self.rollback_button = QPushButton(self.tr("Roll back…"))
         self.rollback_button.setToolTip(self.tr("Go back to the previous version (asks first)"))
 
-        self.blocked = QTreeWidget()
-        self.blocked.setHeaderLabels([self.tr("Version"), self.tr("Why it is not offered"), self.tr("Since")])
-        self.blocked.setRootIsDecorated(False)
-        self.blocked.setAccessibleName(self.tr("Versions that are not offered"))
-        self.blocked.setSelectionMode(QTreeWidget.SelectionMode.ExtendedSelection)
-        self.blocked.setMinimumHeight(em * 5)
-        header = self.blocked.header()
-        header.setStretchLastSection(False)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        self.blocked = version_list([self.tr("Version"), self.tr("Why it is not offered"), self.tr("Since")],
+                                    self.tr("Versions that are not offered"))
         self.allow_button = QPushButton(self.tr("Allow again"))
         self.allow_button.setToolTip(self.tr("Offer the selected versions again (undoes a skip or a bad mark)"))
         close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
@@ -183,7 +160,10 @@ class UpdateDialog(QDialog):
         allow_row.addStretch(1)
         allow_row.addWidget(self.allow_button)
         blocked_layout.addLayout(allow_row)
+        self.app = AppSection(controller)
+        self.app.restart_requested.connect(self.restart_app_requested)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.policy)
         layout.addLayout(form)
         layout.addWidget(self.problem_box)
         layout.addWidget(self.progress_box)
@@ -191,8 +171,9 @@ class UpdateDialog(QDialog):
         layout.addWidget(self.notes, 2)
         layout.addLayout(buttons)
         layout.addWidget(blocked_box, 1)
+        layout.addWidget(self.app)
         layout.addWidget(close)
-        _no_default(self.copy_button, self.cancel_button, self.check_button, self.primary_button, self.skip_button,
+        no_default(self.copy_button, self.cancel_button, self.check_button, self.primary_button, self.skip_button,
                     self.rollback_button, self.allow_button, *close.buttons())
 
         self.check_button.clicked.connect(self._check)
@@ -204,6 +185,7 @@ class UpdateDialog(QDialog):
         controller.update_changed.connect(lambda view: self.refresh())
         controller.lists_changed.connect(lambda lists: self.refresh())
         controller.runtime_event.connect(lambda event: self.refresh())
+        controller.app_changed.connect(lambda app: self.refresh())
         controller.rolled_back.connect(self._on_rolled_back)
         self._notes_key: tuple[object, ...] | None = None
         self._lists: Lists | None = None
@@ -275,6 +257,9 @@ class UpdateDialog(QDialog):
         else:
             self.current.setText(self.tr("not running"))
         self.state.setText(self.status_text(view))
+        policy = controller.app.policy
+        self.policy.setVisible(policy.in_force)
+        self.policy.setText(policy.text)
         self.checked.setText(when_text(view.last_checked) if view.last_checked else self.tr("never"))
         self.problem_box.setVisible(view.problem is not None and view.state in (UpdateState.OFFLINE,
                                                                                 UpdateState.FAILED))
@@ -295,7 +280,7 @@ class UpdateDialog(QDialog):
 
         release = view.release
         self._render_notes(view)
-        self.check_button.setEnabled(not controller.busy and bool(controller.config.registry_url))
+        self.check_button.setEnabled(controller.can_check)
         self.check_button.setText(self.tr("Checking…") if view.state is UpdateState.CHECKING else self.tr("Check now"))
         primary = {UpdateState.STAGED: self.tr("Restart to update") if running is not None else self.tr("Install now"),
                    UpdateState.AVAILABLE: self.tr("Download and install")}.get(view.state)
@@ -353,7 +338,7 @@ class WhatsNewDialog(QDialog):
         super().__init__(parent)
         em = self.fontMetrics().height()
         self.resize(em * 32, em * 24)
-        self.heading = _plain()
+        self.heading = plain_label()
         font = self.heading.font()
         font.setBold(True)
         self.heading.setFont(font)
@@ -362,7 +347,7 @@ class WhatsNewDialog(QDialog):
         close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         close.button(QDialogButtonBox.StandardButton.Close).setText(self.tr("Close"))
         close.rejected.connect(self.reject)
-        _no_default(*close.buttons())
+        no_default(*close.buttons())
         layout = QVBoxLayout(self)
         layout.addWidget(self.heading)
         layout.addWidget(self.browser, 1)
@@ -377,21 +362,28 @@ class WhatsNewDialog(QDialog):
 
 
 class SettingsDialog(QDialog):
-    """Update channel, automatic updates, check interval, close-to-tray."""
+    """Update channel, automatic updates, check interval, close-to-tray; what the admin policy decides instead."""
 
-    def __init__(self, settings: Settings, tray_available: bool, parent: QWidget | None = None) -> None:
+    def __init__(self, settings: Settings, tray_available: bool, parent: QWidget | None = None, *,
+                 app: AppView | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle(self.tr("Settings"))
         self.original = settings
+        policy = app.policy if app is not None else None
+        self.pinned = policy.channel if policy is not None else None
+        shown = self.pinned or settings.channel
         self.channel = QComboBox()
         self.channel.setEditable(False)  # a channel is one the feed publishes, not free text
         names = {"stable": self.tr("Stable"), "beta": self.tr("Beta (earlier, less tested)"),
                  "alpha": self.tr("Alpha (earliest, for testers)")}
-        channels = list(CHANNELS) + ([settings.channel] if settings.channel not in CHANNELS else [])
+        channels = list(CHANNELS) + ([shown] if shown not in CHANNELS else [])
         for channel in channels:
             self.channel.addItem(names.get(channel, channel), channel)
-        self.channel.setCurrentIndex(channels.index(settings.channel))
+        self.channel.setCurrentIndex(channels.index(shown))
         self.channel.setAccessibleName(self.tr("Update channel"))
+        if self.pinned is not None:
+            self.channel.setEnabled(False)
+            self.channel.setToolTip(self.tr("Set by your administrator"))
         self.auto_update = QCheckBox(self.tr("Download and install updates automatically"))
         self.auto_update.setChecked(settings.auto_update)
         self.interval = QSpinBox()
@@ -402,22 +394,35 @@ class SettingsDialog(QDialog):
         self.close_to_tray = QCheckBox(self.tr("Closing the window keeps the app running in the tray"))
         self.close_to_tray.setChecked(settings.close_to_tray and tray_available)
         self.close_to_tray.setEnabled(tray_available)
+        if policy is not None and not policy.runtime_updates and not (app is not None and app.updatable):
+            for control in (self.channel, self.auto_update, self.interval):  # nothing they could change
+                control.setEnabled(False)
+        self.policy = plain_label(policy.text if policy is not None else "")
+        self.policy.setObjectName("policy")
+        self.policy.setVisible(policy is not None and policy.in_force)
+        self.app_updates = plain_label(app_updates_text(app) if app is not None else "")
+        self.app_updates.setObjectName("app-updates")
         form = QFormLayout()
         form.addRow(self.tr("Update channel:"), self.channel)
         form.addRow("", self.auto_update)
         form.addRow(self.tr("Check every:"), self.interval)
         form.addRow("", self.close_to_tray)
+        if self.app_updates.text():
+            form.addRow(self.tr("App updates:"), self.app_updates)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.button(QDialogButtonBox.StandardButton.Ok).setText(self.tr("OK"))
         buttons.button(QDialogButtonBox.StandardButton.Cancel).setText(self.tr("Cancel"))
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.policy)
         layout.addLayout(form)
         layout.addWidget(buttons)
 
     def result_settings(self) -> Settings:
-        return replace(self.original, channel=str(self.channel.currentData()),
+        # A channel the admin pinned is not the user's choice: their own stays saved for when it is lifted.
+        channel = self.original.channel if self.pinned is not None else str(self.channel.currentData())
+        return replace(self.original, channel=channel,
                        auto_update=self.auto_update.isChecked(),
                        check_interval_s=float(self.interval.value() * 60),
                        close_to_tray=self.close_to_tray.isChecked())

@@ -9,7 +9,19 @@ from dataclasses import dataclass, field
 
 from PySide6.QtCore import QEvent, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QPalette, QResizeEvent
-from PySide6.QtWidgets import QApplication, QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QStyle, QWidget
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QApplication,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QStyle,
+    QTreeWidget,
+    QWidget,
+)
 
 MIN_CONTRAST = 4.5  # WCAG AA for body text
 
@@ -72,6 +84,39 @@ def state_dot_color(palette: QPalette, tone: Tone | None) -> QColor:
     if tone is None:
         return palette.color(QPalette.ColorRole.PlaceholderText)
     return accent(palette, tone)
+
+
+def plain_label(text: str = "", *, wrap: bool = True) -> QLabel:
+    """A label that never interprets its text as markup (runtime output, reasons, paths)."""
+    label = QLabel(text)
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    label.setWordWrap(wrap)
+    return label
+
+
+def no_default(*buttons: QAbstractButton) -> None:
+    """Buttons that Enter never presses (see desktop/ui/dialogs.py)."""
+    for button in buttons:
+        if isinstance(button, QPushButton):
+            button.setAutoDefault(False)
+            button.setDefault(False)
+
+
+def version_list(headers: Sequence[str], name: str, rows: int = 5) -> QTreeWidget:
+    """A list of versions with why and since, several selectable: the first and last columns fit their
+    contents, the middle one (the reason) takes the rest."""
+    tree = QTreeWidget()
+    tree.setHeaderLabels(list(headers))
+    tree.setRootIsDecorated(False)
+    tree.setAccessibleName(name)
+    tree.setSelectionMode(QTreeWidget.SelectionMode.ExtendedSelection)
+    tree.setMinimumHeight(tree.fontMetrics().height() * rows)
+    header = tree.header()
+    header.setStretchLastSection(False)
+    header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+    header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+    header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+    return tree
 
 
 def plain_tip(text: str) -> str:

@@ -40,11 +40,11 @@ from desktop.core.results import (
     Stopped,
     UpdateState,
 )
-from desktop.ui.controller import ShellController, UpdateView
+from desktop.ui.controller import AppView, ShellController, UpdateView
 from desktop.ui.dialogs import LogsDialog, SettingsDialog, UpdateDialog, WhatsNewDialog, details_text
 from desktop.ui.webview import Opener, login_url, make_view, open_external
-from desktop.ui.widgets import Action, Banner, ElidedLabel, Notice, Tone, state_dot_color
-from desktop.ui.wording import days_text, problem_text, source_text, update_text
+from desktop.ui.widgets import Action, Banner, ElidedLabel, Notice, Tone, plain_label, plain_tip, state_dot_color
+from desktop.ui.wording import app_updates_text, days_text, problem_text, source_text, update_text
 
 ZOOM_STEPS = (0.5, 0.67, 0.75, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 QUIT_FALLBACK_MS = 4000  # quit even if the runtime's stop never reports back
@@ -63,18 +63,10 @@ def _page(*widgets: QWidget, margin: int) -> QWidget:
     return page
 
 
-def _plain(text: str = "", *, wrap: bool = True) -> QLabel:
-    """A label that never interprets its text as markup (runtime output, reasons, paths)."""
-    label = QLabel(text)
-    label.setTextFormat(Qt.TextFormat.PlainText)
-    label.setWordWrap(wrap)
-    return label
-
-
 class MainWindow(QMainWindow):
     """Renders the controller; every action goes back through it."""
 
-    quit_requested = Signal()
+    quit_requested = Signal(int)  # the exit code: 0, or the launcher's "start the new app" code
     tray_hint_shown = Signal()
 
     def __init__(self, controller: ShellController, icon: QIcon | None = None, *, opener: Opener = open_external,
@@ -97,6 +89,7 @@ class MainWindow(QMainWindow):
         self.last_problem: tuple[str, str, str, tuple[str, ...]] | None = None  # title, text, detail, output
         self._dismissed: set[str] = set()
         self._quitting = False
+        self.exit_code = 0
         self._hinted = False
         self._asked = False  # the user asked for the check under way: show its outcome whatever it is
         self._shown_state: tuple[UpdateState, str] | None = None
@@ -126,20 +119,23 @@ class MainWindow(QMainWindow):
         controller.whats_new.connect(self._on_whats_new)
         controller.reminder.connect(self._on_reminder)
         controller.action_failed.connect(self._on_action_failed)
-        controller.stopped.connect(self.quit_requested)
+        controller.app_changed.connect(self.on_app_changed)
+        controller.app_allowed.connect(self._on_app_allowed)
+        controller.stopped.connect(self._finish_quit)
         self._show_runtime_state(RuntimeState.STARTING, self.tr("Starting the runtime…"))
         self.on_update_changed(controller.view)
+        self.on_app_changed(controller.app)
 
     # -- building -------------------------------------------------------------------------------
     def _build_pages(self, em: int) -> None:
         self.stack = QStackedWidget()
-        self.starting_label = _plain(self.tr("Starting the runtime…"))
+        self.starting_label = plain_label(self.tr("Starting the runtime…"))
         self.starting_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.starting_page = _page(self.starting_label, margin=em * 2)
         self.web = make_view(opener=self.opener)
         if self.web is not None:
             self.web.setAccessibleName(self.tr("The runtime's page"))
-        self.url_label = _plain()
+        self.url_label = plain_label()
         self.url_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.url_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
                                                | Qt.TextInteractionFlag.TextSelectableByKeyboard)
@@ -151,14 +147,14 @@ class MainWindow(QMainWindow):
         browser_row.addStretch(1)
         row = QWidget()
         row.setLayout(browser_row)
-        self.panel_page = _page(_plain(self.tr("The runtime is running. Its page opens in your browser:")),
+        self.panel_page = _page(plain_label(self.tr("The runtime is running. Its page opens in your browser:")),
                                 self.url_label, row, margin=em * 2)
-        self.error_title = _plain()
+        self.error_title = plain_label()
         font = self.error_title.font()
         font.setBold(True)
         font.setPointSizeF(font.pointSizeF() * 1.25)
         self.error_title.setFont(font)
-        self.error_reason = _plain()
+        self.error_reason = plain_label()
         self.error_log = QPlainTextEdit()
         self.error_log.setReadOnly(True)
         self.error_log.setAccessibleName(self.tr("The runtime's last output"))
@@ -176,7 +172,7 @@ class MainWindow(QMainWindow):
         buttons.addStretch(1)
         button_row = QWidget()
         button_row.setLayout(buttons)
-        self.failed_page = _page(self.error_title, self.error_reason, _plain(self.tr("Its last output:")),
+        self.failed_page = _page(self.error_title, self.error_reason, plain_label(self.tr("Its last output:")),
                                  self.error_log, button_row, margin=em)
         for page in (self.starting_page, self.panel_page, self.failed_page):
             self.stack.addWidget(page)
@@ -204,6 +200,10 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.update_label, 3)
         bar.addWidget(self.progress)
         bar.addWidget(self.cancel_button)
+        self.policy_label = QLabel(self.tr("Managed by policy"))
+        self.policy_label.setObjectName("policy")
+        self.policy_label.hide()
+        bar.addPermanentWidget(self.policy_label)
 
     def _action(self, text: str, slot: Callable[[], Any], *shortcuts: QKeySequence | QKeySequence.StandardKey | str,
                 name: str = "") -> QAction:
@@ -246,14 +246,16 @@ class MainWindow(QMainWindow):
                                            name="restart-runtime")
         self.restart_update_action = self._action(self.tr("Restart to update"), self.restart_to_update,
                                                   name="restart-to-update")
+        self.restart_app_action = self._action(self.tr("Restart to update the app"), self.restart_app,
+                                               name="restart-app")
         self.rollback_action = self._action(self.tr("Roll back…"), self.ask_roll_back, name="roll-back")
         self.whats_new_action = self._action(self.tr("What's new"), self.show_whats_new, name="whats-new")
         self.about_action = self._action(self.tr("About"), self.show_about, name="about")
         for action in self.findChildren(QAction):
             action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
         menus: tuple[tuple[str, tuple[QAction | None, ...]], ...] = (
-            (self.tr("&App"), (self.check_action, self.updates_action, None, self.settings_action, self.data_action,
-                               self.logs_action, None, self.quit_action)),
+            (self.tr("&App"), (self.check_action, self.updates_action, self.restart_app_action, None,
+                               self.settings_action, self.data_action, self.logs_action, None, self.quit_action)),
             (self.tr("&View"), (self.reload_action, None, self.zoom_in_action, self.zoom_out_action,
                                 self.zoom_reset_action, None, self.focus_banner_action)),
             (self.tr("&Runtime"), (self.restart_action, self.restart_update_action, self.rollback_action)),
@@ -273,7 +275,7 @@ class MainWindow(QMainWindow):
         self.show_action = QAction(self.tr("Show window"), self)
         self.show_action.triggered.connect(self.bring_to_front)
         entries: tuple[QAction | None, ...] = (self.show_action, None, self.updates_action, self.restart_update_action,
-                                               self.check_action, None, self.quit_action)
+                                               self.restart_app_action, self.check_action, None, self.quit_action)
         for action in entries:
             if action is None:
                 menu.addSeparator()
@@ -420,6 +422,9 @@ class MainWindow(QMainWindow):
         key = f"{view.state.value}:{release.version}"
         if key in self._dismissed or (self.banner.notice is not None and self.banner.notice.key == key):
             return
+        if view.state is UpdateState.STAGED and self.banner.notice is not None \
+                and self.banner.notice.key.startswith("app-ready:"):
+            return  # restarting the app starts the staged runtime too: one offer is enough
         whats_new = Action(self.tr("What's new"), lambda: self.show_notes(release.version, view.notes), "whats-new")
         later = Action(self.tr("Later"), self.banner.dismiss, "later")
         if view.state is UpdateState.STAGED:
@@ -448,6 +453,44 @@ class MainWindow(QMainWindow):
                 Action(self.tr("Try again"), self.check_now, "try-again"),
                 Action(self.tr("Copy details"), self.copy_details, "copy-details")), key="check-failed"))
         self._asked = False
+
+    # -- the app itself ----------------------------------------------------------------------------
+    def on_app_changed(self, app: AppView) -> None:
+        policy = app.policy
+        self.policy_label.setVisible(policy.in_force)
+        self.policy_label.setToolTip(plain_tip(policy.text))
+        self.policy_label.setAccessibleName(policy.text)
+        self._offer_app(app)
+        self._update_actions()
+
+    def _offer_app(self, app: AppView) -> None:
+        """Say once per version that a new version of the app is ready, and offer the restart where one works."""
+        pending = app.pending
+        if pending is None:
+            return
+        key = f"app-ready:{pending}"
+        if key in self._dismissed or (self.banner.notice is not None and self.banner.notice.key == key):
+            return
+        title = self.tr("Version {version} of the app is ready.").format(version=pending)
+        if app.restart_exit_code is not None:
+            self.notify(Notice(Tone.INFO, title, self.tr(
+                "Restart the app to start using it. The runtime restarts with it; your notes and other data are "
+                "kept."), (Action(self.tr("Restart to update"), self.restart_app, "restart-app"),
+                          Action(self.tr("Later"), self.banner.dismiss, "later")), key=key))
+        else:
+            self.notify(Notice(Tone.INFO, title, self.tr("It is used the next time you start the app."), key=key))
+
+    def restart_app(self) -> None:
+        """Quit with the code that makes the launcher start the new version of the app at once."""
+        code = self.controller.app.restart_exit_code
+        if code is None:
+            return
+        self.request_quit(code)
+
+    def _on_app_allowed(self, versions: tuple[str, ...]) -> None:
+        if versions:
+            self.statusBar().showMessage(self.tr("The app may use these versions again: {versions}").format(
+                versions=", ".join(versions)), 8000)
 
     def check_now(self) -> None:
         """A check the user asked for: its outcome is shown, whatever it is."""
@@ -520,7 +563,10 @@ class MainWindow(QMainWindow):
         staged = view.state is UpdateState.STAGED
         self.restart_update_action.setEnabled(staged)
         self.restart_update_action.setVisible(staged)
-        self.check_action.setEnabled(not self.controller.busy and bool(self.controller.config.registry_url))
+        self.check_action.setEnabled(self.controller.can_check)
+        restartable = self.controller.app.restart_exit_code is not None
+        self.restart_app_action.setEnabled(restartable)
+        self.restart_app_action.setVisible(restartable)
         self.rollback_action.setEnabled(self.controller.lists.rollback is not None)
         has_web = self.web is not None and self.stack.currentWidget() is self.web
         for action in (self.reload_action, self.zoom_in_action, self.zoom_out_action, self.zoom_reset_action):
@@ -626,11 +672,13 @@ class MainWindow(QMainWindow):
         if self.update_dialog is None:
             self.update_dialog = UpdateDialog(self.controller, self)
             self.update_dialog.roll_back_requested.connect(self.ask_roll_back)
+            self.update_dialog.restart_app_requested.connect(self.restart_app)
             self.update_dialog.copy_details_requested.connect(self._copy_update_details)
             self.update_dialog.notes_requested.connect(lambda: self.show_notes(
                 self.controller.view.release.version if self.controller.view.release else None,
                 self.controller.view.notes))
         self.controller.refresh_lists()
+        self.controller.refresh_app()
         self.update_dialog.refresh()
         self.update_dialog.show()
         self.update_dialog.raise_()
@@ -667,7 +715,7 @@ class MainWindow(QMainWindow):
         return self.logs_dialog
 
     def settings_dialog(self) -> SettingsDialog:
-        return SettingsDialog(self.controller.config.settings, self.tray is not None, self)
+        return SettingsDialog(self.controller.config.settings, self.tray is not None, self, app=self.controller.app)
 
     def show_settings(self) -> SettingsDialog:
         dialog = self.settings_dialog()
@@ -684,6 +732,11 @@ class MainWindow(QMainWindow):
                          ).format(runtime=runtime, data=config.data.root,
                                   server=self.controller.shell.registry_display or self.tr("none"),
                                   kind=config.registry_kind, channel=config.channel)
+        app = self.controller.app
+        if app.info is not None:
+            detail += "\n" + self.tr("App updates: {text}").format(text=app_updates_text(app))
+        if app.policy.in_force:
+            detail += "\n" + app.policy.text
         return self._message(QMessageBox.Icon.Information, self.tr("About"), text, detail)
 
     def about_text(self) -> str:
@@ -702,9 +755,15 @@ class MainWindow(QMainWindow):
             self._paint_dot()
 
     # -- closing -------------------------------------------------------------------------------
-    def request_quit(self) -> None:
+    def request_quit(self, exit_code: int = 0) -> None:
+        """Quit (the window goes at once, `quit_requested(exit_code)` follows once the runtime is stopped)."""
+        if not self._quitting:
+            self.exit_code = exit_code
         self._quitting = True
         self.close()
+
+    def _finish_quit(self) -> None:
+        self.quit_requested.emit(self.exit_code)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self._quitting and self.tray is not None and self.controller.config.settings.close_to_tray:
@@ -726,6 +785,6 @@ class MainWindow(QMainWindow):
         if self.tray is not None:
             self.tray.hide()
         self.controller.shutdown()
-        QTimer.singleShot(QUIT_FALLBACK_MS, self, self.quit_requested.emit)
+        QTimer.singleShot(QUIT_FALLBACK_MS, self, self._finish_quit)
         event.accept()
 

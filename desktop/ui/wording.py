@@ -10,8 +10,8 @@ import time
 
 from PySide6.QtCore import QCoreApplication, QDateTime, QLocale
 
-from desktop.core.results import Problem, UpdateState
-from desktop.ui.controller import UpdateView
+from desktop.core.results import Problem, ShellUpdates, UpdateState
+from desktop.ui.controller import AppView, UpdateView
 from desktop.ui.transfer import Transfer
 
 CONTEXT = "Wording"
@@ -138,9 +138,34 @@ def update_text(view: UpdateView, *, checked: bool = True) -> str:
             text += " " + tr("The app will try again at {when}.").format(when=when_text(view.retry_at))
         return text
     if state is UpdateState.DISABLED:
+        if view.managed:
+            return tr("Updates are turned off by your administrator")
         return problem_text(view.problem) if view.problem is not None else tr("Updates are turned off")
     if view.cancelled:
         return tr("Download cancelled; it resumes from where it stopped")
     if when:
         return tr("Updates: {checked}").format(checked=when)
     return tr("Updates: not checked yet") if checked else tr("Not checked yet")
+
+
+def app_updates_text(app: AppView) -> str:
+    """Where the app's own updates stand: what waits for a restart, or why it does not update itself."""
+    info = app.info
+    if info is None:
+        return ""
+    if info.pending is not None:
+        if app.restart_exit_code is not None:
+            return tr("Version {version} of the app is ready — restart the app to update it.").format(
+                version=info.pending)
+        return tr("Version {version} of the app is ready; it is used the next time the app starts.").format(
+            version=info.pending)
+    if info.updates is ShellUpdates.AVAILABLE:
+        if app.problem is not None:
+            return tr("The app couldn't update itself: {problem}").format(problem=problem_text(app.problem))
+        return tr("The app keeps itself up to date.")
+    if info.updates is ShellUpdates.MANAGED:
+        # The policy's own words when it has some (a system package: "updated by your package manager").
+        if info.reason and info.reason != app.policy.text:
+            return info.reason
+        return tr("The app's own updates are turned off by your administrator.")
+    return tr("The app doesn't update itself here: {reason}.").format(reason=info.reason.rstrip("."))

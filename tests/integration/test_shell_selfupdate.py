@@ -26,8 +26,9 @@ from desktop.core.publishing import Publisher
 from desktop.core.records import read_record
 from desktop.core.results import ShellUpdates, SkipReason, UpdateOutcome
 from desktop.core.shell import Shell
+from tests.support import installs
 from tests.support.feed import Feed
-from tests.support.installs import fake_build, make_root
+from tests.support.installs import fake_build
 from tests.support.server import LoopbackServer
 
 V = Version
@@ -41,16 +42,11 @@ def feed(tmp_path: Path) -> Iterator[Feed]:
 
 @pytest.fixture
 def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InstallRoot:
-    root = make_root(tmp_path / "app")
-    monkeypatch.setenv(INSTALL_ROOT_ENV, str(root))
-    monkeypatch.delenv(LAUNCHER_ENV, raising=False)
-    return InstallRoot(root)
+    return installs.use_root(tmp_path / "app", monkeypatch)
 
 
 def publish_shell(feed: Feed, tmp_path: Path, version: str, payload: bytes | None = None, **kwargs: object) -> None:
-    build = fake_build(tmp_path / "builds" / version, version, f"echo {version}",
-                       extra={"_internal/lib/payload.bin": payload or version.encode() * 1000})
-    Publisher(feed.root).publish_shell(build, [feed.key.private_path], **kwargs)  # type: ignore[arg-type]
+    installs.publish_shell(feed.root, feed.key.private_path, tmp_path / "builds", version, payload, **kwargs)
 
 
 def shell_for(feed: Feed, tmp_path: Path) -> Shell:

@@ -14,7 +14,11 @@ import shlex
 import sys
 from pathlib import Path
 
+import pytest
+
 from desktop import buildinfo
+from desktop.core.install.root import INSTALL_ROOT_ENV, LAUNCHER_ENV, InstallRoot
+from desktop.core.publishing import Publisher
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = REPO_ROOT / "installer" / "launcher.sh"
@@ -50,6 +54,14 @@ def fake_build(directory: Path, version: str, body: str = f"{HEALTHY}\nexit 0", 
     return directory
 
 
+def publish_shell(feed_root: Path, key: Path, builds: Path, version: str, payload: bytes | None = None,
+                  **options: object) -> None:
+    """Publish a fake shell build of `version` to the feed in `feed_root`, signed with the private `key`."""
+    build = fake_build(builds / version, version, f"echo {version}",
+                       extra={"_internal/lib/payload.bin": payload or version.encode() * 1000})
+    Publisher(feed_root).publish_shell(build, [key], **options)  # type: ignore[arg-type]
+
+
 def make_root(root: Path, installed: str = "1.0.0", body: str = f"{HEALTHY}\nexit 0") -> Path:
     """An install root as install.sh leaves it, with the launcher and `installed` in shells/."""
     root.mkdir(parents=True)
@@ -61,6 +73,14 @@ def make_root(root: Path, installed: str = "1.0.0", body: str = f"{HEALTHY}\nexi
     launcher.write_bytes(LAUNCHER.read_bytes())
     launcher.chmod(0o755)
     return root
+
+
+def use_root(root: Path, monkeypatch: pytest.MonkeyPatch) -> InstallRoot:
+    """make_root(root), as this process's install root (as if started from it, not by its launcher)."""
+    make_root(root)
+    monkeypatch.setenv(INSTALL_ROOT_ENV, str(root))
+    monkeypatch.delenv(LAUNCHER_ENV, raising=False)
+    return InstallRoot(root)
 
 
 def add_shell(root: Path, version: str, body: str) -> Path:
