@@ -26,7 +26,7 @@ from packaging.version import Version
 from desktop.core import policy
 from desktop.core.badlist import BadVersions
 from desktop.core.config import AppConfig, Settings, load_config
-from desktop.core.errors import BusyError, DesktopError, LaunchError, StateError, UsageError
+from desktop.core.errors import BusyError, DesktopError, LaunchError, NetworkError, StateError, UsageError
 from desktop.core.failures import FailureMemory, SkippedVersions
 from desktop.core.launching import bundled_target, resolve, staged_problem, staged_target, trusted_versions
 from desktop.core.leases import Leases
@@ -47,6 +47,7 @@ from desktop.core.results import (
     RollbackReport,
     ShellInfo,
     ShellUpdateReport,
+    ShellUpdates,
     StagedWaiting,
     StatusReport,
     TransientInfo,
@@ -270,14 +271,23 @@ class Shell:
         pulls that shell in, and is offered once the new shell runs."""
         runtime = self.update(progress=progress, cancel=cancel, bypass_rollout=bypass_rollout)
         if cancel is not None and cancel():
-            from desktop.core.install.root import find_install_root
-            from desktop.core.install.selfupdate import availability
-
-            updates, reason = availability(self.config, find_install_root())
-            return AppUpdateReport(runtime, ShellUpdateReport(UpdateOutcome.CANCELLED, None, updates, reason))
+            return AppUpdateReport(runtime, self._shell_not_asked(UpdateOutcome.CANCELLED, None))
+        if self.config.registry_kind == "feed" and isinstance(runtime.error, NetworkError):
+            # the shell's releases are on the same feed, which could not be reached just now
+            return AppUpdateReport(runtime, self._shell_not_asked(UpdateOutcome.FAILED, runtime))
         shell = self.update_shell(progress=progress, cancel=cancel, bypass_rollout=bypass_rollout,
                                   runtime_check=runtime.check)
         return AppUpdateReport(runtime, shell)
+
+    def _shell_not_asked(self, outcome: UpdateOutcome, runtime: UpdateReport | None) -> ShellUpdateReport:
+        from desktop.core.install.root import find_install_root
+        from desktop.core.install.selfupdate import availability
+
+        updates, reason = availability(self.config, find_install_root())
+        if updates is not ShellUpdates.AVAILABLE:
+            return ShellUpdateReport(UpdateOutcome.DISABLED, None, updates, reason)
+        return ShellUpdateReport(outcome, None, updates, reason, error=runtime.error if runtime else None,
+                                 failure=runtime.failure if runtime else None)
 
     def clear_bad_shell(self, version: str | None) -> tuple[str, ...]:
         """Let a shell that failed to start (or every one) be staged and started again."""

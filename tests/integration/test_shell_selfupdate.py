@@ -16,7 +16,7 @@ import pytest
 from packaging.version import Version
 
 from desktop.core.badlist import BadVersions
-from desktop.core.errors import ConflictError
+from desktop.core.errors import ConflictError, NetworkError
 from desktop.core.install import selfupdate
 from desktop.core.install.artefact import ShellArtefact
 from desktop.core.install.root import INSTALL_ROOT_ENV, LAUNCHER_ENV, RESTART_EXIT_CODE, InstallRoot
@@ -121,6 +121,20 @@ def test_a_runtime_that_needs_a_newer_shell_pulls_it_in_even_outside_the_shells_
         (V("1.1.0"), SkipReason.HOST_GATE)]
     assert (app.shell.outcome, app.shell.version, app.shell.needed_by) == (UpdateOutcome.STAGED, V("1.1.0"),
                                                                            V("1.1.0"))
+
+
+def test_an_unreachable_feed_is_asked_once_for_the_whole_app(feed: Feed, install: InstallRoot,
+                                                              tmp_path: Path) -> None:
+    publish_shell(feed, tmp_path, "1.1.0")
+    feed.server.fault("/feed/metadata/timestamp.json", "status", code=503)
+    feed.server.clear_requests()
+    app = shell_for(feed, tmp_path).update_app()
+    assert app.runtime.outcome is UpdateOutcome.FAILED and isinstance(app.runtime.error, NetworkError)
+    assert app.shell.outcome is UpdateOutcome.FAILED and app.shell.error is app.runtime.error
+    assert len(feed.server.requests_to("/feed/metadata/timestamp.json")) == 1, "the shell asked the same feed again"
+    assert not install.shell_dir(V("1.1.0")).exists()
+    feed.server.clear_faults()
+    assert shell_for(feed, tmp_path).update_app().shell.outcome is UpdateOutcome.STAGED
 
 
 def test_a_bad_shell_is_not_staged_again(feed: Feed, install: InstallRoot, tmp_path: Path) -> None:

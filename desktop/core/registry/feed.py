@@ -33,7 +33,14 @@ from tuf.ngclient.fetcher import FetcherInterface
 from desktop.core.config import AppConfig
 from desktop.core.digests import Integrity
 from desktop.core.download import Fetcher, check_url, raise_for_status
-from desktop.core.errors import DesktopError, DigestMismatchError, TrustError, UsageError
+from desktop.core.errors import (
+    DesktopError,
+    DigestMismatchError,
+    NetworkError,
+    RegistryError,
+    TrustError,
+    UsageError,
+)
 from desktop.core.keys import parse_public_key
 from desktop.core.registry import Cancel, DeltaOffer, DownloadProgress, Listing, Release
 from desktop.core.state import atomic_write_bytes, ensure_dir
@@ -138,8 +145,10 @@ class FeedRegistry:
                              f"{_describe(exc)}") from None
         except tuf_errors.UnsignedMetadataError as exc:
             raise TrustError(f"feed metadata is not signed by a trusted key: {_describe(exc)}") from None
-        except tuf_errors.DownloadHTTPError as exc:
-            raise TrustError(f"{what}: the feed answered HTTP {exc.status_code}") from None
+        except tuf_errors.DownloadHTTPError as exc:  # the server's trouble, not the metadata's
+            if exc.status_code in (408, 425, 429) or exc.status_code >= 500:
+                raise NetworkError(f"{what}: the feed answered HTTP {exc.status_code}") from None
+            raise RegistryError(f"{what}: the feed answered HTTP {exc.status_code}") from None
         except tuf_errors.DownloadError as exc:
             raise TrustError(f"{what}: {_describe(exc)}") from None
         except tuf_errors.RepositoryError as exc:
