@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 REQUIRED = ("stage_vs_curl_tar", "stage_vs_pacote", "peak_rss_mb", "check_bytes_up_to_date", "launch_overhead_s",
             "extract_vs_tar_median", "delta_bytes_vs_tufup", "delta_apply_vs_tufup", "delta_apply_vs_full_stage",
@@ -21,6 +23,7 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+@pytest.mark.timeout(1800)  # every section, the delta one included, at a size where the ratios hold
 def test_bench_quick_reports_every_measurement(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run(
