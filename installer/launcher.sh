@@ -166,6 +166,13 @@ while :; do
   done
   child=
   rm -f "$fifo"
+  # Let tee finish copying what the shell wrote (at most about 5 s), whatever happens next: the
+  # crash record needs it, and a tee still running must not write after the cleanup.
+  tries=0
+  while [ -e "$tag.tee" ] && [ "$tries" -lt 50 ]; do
+    sleep 0.1 2>/dev/null || sleep 1
+    tries=$((tries + 1))
+  done
   if [ -f "$mark" ]; then
     rm -f "$mark" "$errlog"
     note "shell $target was healthy; exit $code"
@@ -198,12 +205,6 @@ while :; do
     cleanup
     exit "$code"
   fi
-  # Let tee finish copying what the shell wrote before it died (at most about 2 s).
-  tries=0
-  while [ -e "$tag.tee" ] && [ "$tries" -lt 20 ]; do
-    sleep 0.1 2>/dev/null || sleep 1
-    tries=$((tries + 1))
-  done
   printf '%s %s %s\n' "$target" "$code" "$starts" >>"$failed_list"
   next=$(fallback_for "$target")
   note "shell $target exited $code before it was healthy: crashed at startup; falling back from $target to $next"

@@ -64,6 +64,7 @@ class _Entry:
     path: str
     mode: int  # normalized permission bits
     target: str = ""
+    st: os.stat_result | None = None  # the lstat the scan saw
 
 
 def fixed_mtime() -> int:
@@ -104,7 +105,7 @@ def _scan(src: Path) -> list[_Entry]:
             if leaf.endswith(".pyc"):
                 continue
             mode = 0o755 if st.st_mode & 0o111 else 0o644
-            entries.append(_Entry(name, "file", item.path, mode))
+            entries.append(_Entry(name, "file", item.path, mode, st=st))
         else:
             raise UnsafeArchiveError(f"cannot pack {name!r}: special file (device, FIFO, socket)")
     entries.sort(key=lambda e: e.name)

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from desktop.core.tree import walk
 from desktop.core.versions import parse_version
 
 if TYPE_CHECKING:
+    from desktop.core.archive import Written
     from desktop.core.delta import FileManifest
 
 log = logging.getLogger(__name__)
@@ -99,8 +101,10 @@ class VersionRecord:
         return rel == self.entry or any(rel == n or rel.startswith(n + "/") for n in self.native)
 
 
-def build_record(version: Version, directory: Path, entry: str, native: tuple[str, ...]) -> VersionRecord:
-    """Hash every file of a (complete) version directory."""
+def build_record(version: Version, directory: Path, entry: str, native: tuple[str, ...], *,
+                 known: Mapping[str, Written] | None = None) -> VersionRecord:
+    """Hash every file of a (complete) version directory (a file in `known`, as an extraction just
+    wrote it, is not read again while it is unchanged)."""
     paths: list[str] = []
     sizes: list[int] = []
     digests: list[str] = []
@@ -109,7 +113,9 @@ def build_record(version: Version, directory: Path, entry: str, native: tuple[st
         if item.is_file:
             paths.append(item.rel)
             sizes.append(item.st.st_size)
-            digests.append(file_sha256(item.path))
+            written = known.get(item.rel) if known is not None else None
+            digest = written.digest_if_unchanged(item.st) if written is not None else None
+            digests.append(digest or file_sha256(item.path))
         elif item.is_link:
             links[item.rel] = os.readlink(item.path)
     return VersionRecord(version, entry, native, tuple(paths), tuple(sizes), tuple(digests), links)

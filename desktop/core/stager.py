@@ -33,6 +33,7 @@ from packaging.version import Version
 from desktop.core import faults
 from desktop.core.archive import (
     STREAM_FORMATS,
+    Digests,
     detect_format,
     make_durable,
     safe_extract,
@@ -218,31 +219,33 @@ def _stage_locked(artefact: Artefact, registry: Registry, release: Release,
         part = archive.with_name(archive.name + ".part")
         if isinstance(registry, DeltaSource) and not _reusable(archive, release) and not os.path.lexists(part):
             received, files = _try_delta(artefact, registry, release, partial, on_download, on_extract, cancel)
-        extracted = delta = files is not None
-        if not extracted and not _reusable(archive, release):
+        delta = files is not None
+        written: Digests | None = None  # what an extraction wrote (hashed as written), or None
+        if not delta and not _reusable(archive, release):
             unpacked = release.unpacked_size or (release.size or 0) * UNPACKED_RATIO
             have = part.stat().st_size if part.is_file() and not part.is_symlink() else 0
             ensure_free_space(store.downloads_dir, max((release.size or 0) - have, 0) + unpacked, artefact.reserve)
             if os.path.lexists(part):
                 received += registry.download(release, archive, cancel=cancel, progress=on_download)
             else:
-                got, extracted = _download_and_extract(artefact, registry, release, archive, partial,
+                got, written = _download_and_extract(artefact, registry, release, archive, partial,
                                                        on_download, on_extract, cancel)
                 received += got
         faults.reached("after-download")
-        if not extracted:
+        if not delta and written is None:
             ensure_free_space(store.versions_dir, estimate_unpacked_size(archive, release), artefact.reserve)
-            safe_extract(archive, partial, artefact.limits, cancel=cancel, progress=on_extract)
+            written = safe_extract(archive, partial, artefact.limits, cancel=cancel, progress=on_extract,
+                                   hash_files=True)
         if progress:
             progress(Progress(Phase.VERIFY, 0, None))
         signed_files = release.extra.get("files_sha256")
         if files is None and isinstance(signed_files, str):
             # The release as extracted, before anything is added: what a later delta starts from.
-            files = scan_manifest(partial, cancel=cancel)
+            files = scan_manifest(partial, cancel=cancel, known=written)
             if files.digest != signed_files:
                 raise ManifestError(f"the archive of {version} does not match its signed file manifest")
         entry, hashed = artefact.finish(partial, version)
-        write_record(store.record_file(version), build_record(version, partial, entry, hashed))
+        write_record(store.record_file(version), build_record(version, partial, entry, hashed, known=written))
         if files is not None:
             atomic_write_bytes(store.files_manifest(version), files.to_bytes())
         faults.reached("partial-complete")
@@ -340,10 +343,11 @@ class _GrowingFile:
 
 def _download_and_extract(artefact: Artefact, registry: Registry, release: Release, archive: Path, partial: Path,
                           on_download: Callable[[int, int | None], None], on_extract: Callable[[int], None],
-                          cancel: Cancel | None) -> tuple[int, bool]:
+                          cancel: Cancel | None) -> tuple[int, Digests | None]:
     """Download and extract at once (tar formats): the archive is never read twice. The bytes are
     verified when the download ends; an extraction error counts against the release only if they
-    matched (else the download's own, transient, error is raised). Returns (bytes received, extracted)."""
+    matched (else the download's own, transient, error is raised). Returns (bytes received, what was
+    extracted or None when the archive is not a stream format)."""
     stopping = threading.Event()
 
     def cancelled() -> bool:
@@ -366,15 +370,15 @@ def _download_and_extract(artefact: Artefact, registry: Registry, release: Relea
 
     thread = threading.Thread(target=fetch, name="download", daemon=True)
     thread.start()
-    extracted = False
+    extracted: Digests | None = None
     failure: BaseException | None = None
     try:
         head = growing.peek(8)
         fmt = sniff_format(head) if head else None
         if fmt in STREAM_FORMATS:
             assert fmt is not None
-            safe_extract_stream(growing.read, partial, fmt, artefact.limits, progress=on_extract, cancel=cancel)
-            extracted = True
+            extracted = safe_extract_stream(growing.read, partial, fmt, artefact.limits, progress=on_extract,
+                                            cancel=cancel, hash_files=True)
     except _DownloadFailed:
         pass
     except BaseException as exc:

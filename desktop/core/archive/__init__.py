@@ -98,7 +98,7 @@ from desktop.core.archive._tar import (
     precheck_file,
     precheck_zstd,
 )
-from desktop.core.archive._tree import DIR_MODE, Tree
+from desktop.core.archive._tree import DIR_MODE, Tree, Written
 from desktop.core.archive._zip import extract_zip
 from desktop.core.archive.durable import make_durable
 from desktop.core.errors import DesktopError, DiskSpaceError, UnsafeArchiveError
@@ -106,6 +106,8 @@ from desktop.core.limits import ExtractLimits
 from desktop.core.tree import remove_tree, walk
 
 __all__ = [
+    "Digests",
+    "Written",
     "DEFAULT_LIMITS",
     "FORMATS",
     "STREAM_FORMATS",
@@ -136,6 +138,7 @@ _NAME_ERRORS: Final = frozenset({errno.ENAMETOOLONG, errno.EILSEQ})
 
 Progress = Callable[[int], None]
 Cancel = Callable[[], bool]
+Digests = dict[str, Written]  # every regular file extracted, by path relative to the destination
 
 
 def sniff_format(head: bytes) -> str:
@@ -158,8 +161,11 @@ def safe_extract(
     limits: ExtractLimits = DEFAULT_LIMITS,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
-) -> None:
-    """Extract `archive` into `dest` (which must not exist), refusing anything unsafe.
+    hash_files: bool = False,
+) -> Digests:
+    """Extract `archive` into `dest` (which must not exist), refusing anything unsafe. With
+    `hash_files`, returns every regular file's size and sha256 as written (with its inode and
+    mtime), by path relative to `dest` (else an empty mapping: memory stays flat in the file count).
 
     `progress` is called with the cumulative number of bytes written, at most every ~1 MiB
     and once at the end. If `cancel` returns True, CancelledError is raised. On any failure
@@ -186,7 +192,7 @@ def safe_extract(
             with open(archive, "rb") as raw, decoder(raw, fmt) as src:
                 extract_tar_stream(src, tree)
 
-    _extract(fill, fmt, dest, limits, progress, cancel)
+    return _extract(fill, fmt, dest, limits, progress, cancel, hash_files)
 
 
 def safe_extract_stream(
@@ -196,7 +202,8 @@ def safe_extract_stream(
     limits: ExtractLimits = DEFAULT_LIMITS,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
-) -> None:
+    hash_files: bool = False,
+) -> Digests:
     """Extract a tar archive ("tar.gz" or "tar.zst") from `read` as its bytes arrive.
 
     `read(n)` returns up to n bytes, blocking until some are available, and b"" at the end;
@@ -227,7 +234,7 @@ def safe_extract_stream(
         with CallerStream(read, head) as raw, decoder(raw, fmt) as src:  # type: ignore[arg-type]
             extract_tar_stream(src, tree)
 
-    _extract(fill, fmt, dest, limits, progress, cancel)
+    return _extract(fill, fmt, dest, limits, progress, cancel, hash_files)
 
 
 def _check_dest(dest: Path) -> None:
@@ -242,17 +249,18 @@ def _extract(
     limits: ExtractLimits,
     progress: Progress | None,
     cancel: Cancel | None,
-) -> None:
+    hash_files: bool,
+) -> Digests:
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{dest.name}.extract-", dir=dest.parent)
-    tree = Tree(staging, limits, progress, cancel)
+    tree = Tree(staging, limits, progress, cancel, hash_files)
     published = False
     try:
         fill(tree)
         tree.check_cancel()
         tree.close_all()
         try:
-            _publish(staging, dest)
+            wrapper = _publish(staging, dest)
             published = True
             if os.path.isdir(staging):
                 os.rmdir(staging)
@@ -261,6 +269,7 @@ def _extract(
         # Checked in place: stripping the wrapper changes what ".." in a relative link means.
         _final_check(str(dest))
         tree.report()
+        return {rel[len(wrapper):]: known for rel, known in tree.digests.items() if rel.startswith(wrapper)}
     except BaseException as exc:
         tree.close_all()
         if published:
@@ -293,16 +302,18 @@ def _final_check(root: str) -> None:
             raise unsafe(entry.rel, "setuid/setgid bit in the extracted tree")
 
 
-def _publish(staging: str, dest: Path) -> None:
-    """Rename the extracted root into `dest`, stripping one wrapping directory if there is one."""
-    root = staging
+def _publish(staging: str, dest: Path) -> str:
+    """Rename the extracted root into `dest`, stripping one wrapping directory if there is one;
+    returns the stripped prefix ("package/", or "")."""
+    root, wrapper = staging, ""
     entries = os.listdir(staging)
     if len(entries) == 1 and entries[0] != "runtime.json":
         candidate = os.path.join(staging, entries[0])
         if stat.S_ISDIR(os.lstat(candidate).st_mode):
-            root = candidate
+            root, wrapper = candidate, entries[0] + "/"
     os.chmod(root, DIR_MODE)
     os.rename(root, dest)
+    return wrapper
 
 
 def _translate(exc: BaseException, fmt: str, dest: Path) -> None:

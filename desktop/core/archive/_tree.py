@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import stat
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NamedTuple
 
 from desktop.core.archive._common import (
     CHUNK,
@@ -59,8 +60,10 @@ class Tree:
         limits: ExtractLimits,
         progress: Callable[[int], None] | None,
         cancel: Callable[[], bool] | None,
+        hash_files: bool = False,
     ) -> None:
         self.root = root
+        self.hash_files = hash_files
         self.root_real = os.path.realpath(root)
         self.limits = limits
         self._progress = progress
@@ -75,6 +78,9 @@ class Tree:
         self.known_dirs: set[str] = set()
         self._known_chars = 0
         self._buffer: memoryview | None = None
+        # With hash_files, every regular file written, by relative path, hashed as it was written
+        # (memory grows with the file count, as the staging record built from it does).
+        self.digests: dict[str, Written] = {}
 
     # -- bookkeeping
 
@@ -217,6 +223,7 @@ class Tree:
             if stat.S_ISDIR(st.st_mode):
                 raise unsafe(name, "would replace a directory")
             os.unlink(p)
+        self.digests.pop("/".join(parts), None)
 
     def make_dir(self, parts: tuple[str, ...], name: str) -> None:
         if not parts:
@@ -251,7 +258,7 @@ class Tree:
                 self._clear(parts, name)
                 fd = os.open(path, _CREATE, 0o600)
         self.open_fds.add(fd)
-        return FileSink(self, fd, path, name, EXEC_MODE if executable else FILE_MODE)
+        return FileSink(self, fd, path, name, EXEC_MODE if executable else FILE_MODE, "/".join(parts))
 
     def symlink(self, parts: tuple[str, ...], name: str, target: str) -> None:
         if not parts:
@@ -297,6 +304,9 @@ class Tree:
         self._clear(parts, name)
         try:
             os.link(self.path(target), self.path(parts), follow_symlinks=False)
+            known = self.digests.get("/".join(target))
+            if known is not None:
+                self.digests["/".join(parts)] = known
             return
         except OSError as exc:
             if exc.errno in _DISK_FULL:
@@ -319,17 +329,33 @@ class Tree:
             os.close(src)
 
 
+class Written(NamedTuple):
+    """A regular file as extracted: what a later reader may trust while its inode and mtime are unchanged."""
+
+    size: int
+    sha256: str
+    ino: int
+    mtime_ns: int
+
+    def digest_if_unchanged(self, st: os.stat_result) -> str | None:
+        """The sha256 recorded at extraction, if `st` (an lstat of the path now) is still that file."""
+        same = (st.st_ino, st.st_mtime_ns, st.st_size) == (self.ino, self.mtime_ns, self.size)
+        return self.sha256 if same else None
+
+
 class FileSink:
     """A regular file being written: counts bytes against the limits, checks cancel per chunk."""
 
-    def __init__(self, tree: Tree, fd: int, path: str, name: str, mode: int) -> None:
+    def __init__(self, tree: Tree, fd: int, path: str, name: str, mode: int, rel: str) -> None:
         self.tree = tree
         self.fd = fd
         self.path = path
         self.name = name
         self.mode = mode
+        self.rel = rel
         self.size = 0
         self.closed = False
+        self.digest = hashlib.sha256() if tree.hash_files else None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
@@ -340,6 +366,8 @@ class FileSink:
         n_piece = len(piece)
         self.tree.check_cancel()
         self.tree.account(self.name, self.size, n_piece)  # refused before it reaches the disk
+        if self.digest is not None:
+            self.digest.update(piece)
         with fs():
             while piece:
                 piece = piece[os.write(self.fd, piece) :]
@@ -362,6 +390,10 @@ class FileSink:
         self.tree.open_fds.discard(self.fd)
         try:
             with fs():
+                if self.digest is not None:
+                    st = os.fstat(self.fd)
+                    self.tree.digests[self.rel] = Written(self.size, self.digest.hexdigest(), st.st_ino,
+                                                          st.st_mtime_ns)
                 if hasattr(os, "fchmod"):
                     os.fchmod(self.fd, self.mode)
                 else:  # pragma: no cover - Windows

@@ -25,14 +25,17 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from desktop.core.delta.errors import FileManifestError
 from desktop.core.errors import CancelledError
 from desktop.core.tree import walk
+
+if TYPE_CHECKING:
+    from desktop.core.archive import Written
 
 __all__ = [
     "FileManifest",
@@ -141,8 +144,10 @@ class Mismatch:
 # --------------------------------------------------------------------------- scanning
 
 
-def scan_manifest(root: Path | str, *, cancel: Callable[[], bool] | None = None) -> FileManifest:
-    """The manifest of the tree the packer would pack from `root` (every file hashed, streamed).
+def scan_manifest(root: Path | str, *, cancel: Callable[[], bool] | None = None,
+                  known: Mapping[str, Written] | None = None) -> FileManifest:
+    """The manifest of the tree the packer would pack from `root` (every file hashed, streamed;
+    a file in `known`, what an extraction just wrote, is not read again while it is unchanged).
 
     Raises UnsafeArchiveError for what the packer refuses (links leaving the tree, special
     files), FileManifestError for names a manifest cannot carry, CancelledError, OSError.
@@ -159,7 +164,10 @@ def scan_manifest(root: Path | str, *, cancel: Callable[[], bool] | None = None)
         elif item.kind == "symlink":
             entries.append(ManifestEntry(name, LINK, target=_checked_name(item.target, link=True)))
         else:
-            size, digest = hash_file(item.path, cancel)
+            written = known.get(name) if known is not None else None
+            digest = written.digest_if_unchanged(item.st) if written is not None and item.st is not None else None
+            size, digest = (written.size, digest) if written is not None and digest is not None \
+                else hash_file(item.path, cancel)
             entries.append(ManifestEntry(name, FILE, size=size, mode=item.mode, sha256=digest))
     entries.sort(key=lambda e: e.path)
     return FileManifest(tuple(entries))

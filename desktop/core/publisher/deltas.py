@@ -66,8 +66,7 @@ def build_deltas(work: Path, targets_dir: Path, runtime_dir: Path, new_manifest:
         stored = targets_dir / f"{target.hashes.get('sha256')}.{name}"
         tree = work / f"base-{base}"
         try:
-            safe_extract(stored, tree)
-            old_manifest = scan_manifest(tree)
+            old_manifest = scan_manifest(tree, known=safe_extract(stored, tree, hash_files=True))
             recorded = (target.custom or {}).get("files_sha256")
             if isinstance(recorded, str) and recorded != old_manifest.digest:
                 log.warning("release %s does not match its recorded file manifest; no delta from it", base)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import os
 import stat
@@ -793,3 +794,47 @@ def test_property_inside_or_refused_without_trace(fmt: str, members: list[M]) ->
             resolved = os.path.realpath(p)
             assert resolved == real_dest or resolved.startswith(real_dest + os.sep), rel
             assert not stat.S_IMODE(os.lstat(p).st_mode) & (stat.S_ISUID | stat.S_ISGID)
+
+
+# --------------------------------------------------------------------------- digests as written
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_extraction_returns_what_it_wrote_hashed_as_written(fmt: str, tmp_path: Path) -> None:
+    members = [M("package/", "dir"), M("package/a.txt", data=b"first a"), M("package/lib/", "dir"),
+               M("package/lib/b.bin", data=os.urandom(3 * MiB + 7)), M("package/empty", data=b""),
+               M("package/link", "symlink", target="a.txt")]
+    if fmt.startswith("tar"):  # tar only: a duplicate member replaces the earlier one, a hardlink shares it
+        members += [M("package/a.txt", data=b"second a, longer"), M("package/hard", "hardlink", target="package/a.txt")]
+    dest = tmp_path / "out"
+
+    written = safe_extract(build(fmt, tmp_path, members), dest, hash_files=True)
+
+    on_disk = {p.relative_to(dest).as_posix(): p for p in dest.rglob("*") if p.is_file() and not p.is_symlink()}
+    assert set(written) == set(on_disk), "every regular file, keyed without the wrapping directory"
+    for rel, path in on_disk.items():
+        data = path.read_bytes()
+        assert (written[rel].size, written[rel].sha256) == (len(data), hashlib.sha256(data).hexdigest()), rel
+        assert written[rel].digest_if_unchanged(os.lstat(path)) == written[rel].sha256
+    if fmt.startswith("tar"):
+        assert (dest / "a.txt").read_bytes() == b"second a, longer"
+
+
+def test_a_file_changed_after_extraction_is_not_trusted(tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    written = safe_extract(build("tar.gz", tmp_path, [M("a.txt", data=b"aaaa"), M("b.txt", data=b"bbbb")]), dest,
+                           hash_files=True)
+    (dest / "a.txt").unlink()
+    (dest / "a.txt").write_bytes(b"AAAA")  # same size, another file
+    with open(dest / "b.txt", "r+b") as fh:  # same inode and size, new bytes
+        fh.write(b"BBBB")
+    os.utime(dest / "b.txt", ns=(0, written["b.txt"].mtime_ns + 1))
+    assert written["a.txt"].digest_if_unchanged(os.lstat(dest / "a.txt")) is None
+    assert written["b.txt"].digest_if_unchanged(os.lstat(dest / "b.txt")) is None
+    from packaging.version import Version
+
+    from desktop.core.records import build_record
+
+    record = build_record(Version("1.0"), dest, "a.txt", (), known=written)
+    by_path = dict(zip(record.paths, record.digests, strict=True))
+    assert by_path == {"a.txt": hashlib.sha256(b"AAAA").hexdigest(), "b.txt": hashlib.sha256(b"BBBB").hexdigest()}
