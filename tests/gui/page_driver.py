@@ -77,6 +77,31 @@ def type_text(view: Any, text: str) -> None:
             QTest.keyClicks(widget, line)
 
 
+def focus_by_click(qtbot: QtBot, view: Any, selector: str) -> None:
+    """Click `selector` until the page says it has focus.
+
+    A page that has just loaded may drop input that arrives before its first frame is shown;
+    a user would click again, and so does this.
+    """
+    is_focused = f"JSON.stringify(document.activeElement === document.querySelector({json.dumps(selector)}))"
+    for _ in range(10):
+        click(qtbot, view, selector)
+        try:
+            qtbot.waitUntil(lambda: bool(run_js(qtbot, view, is_focused)), timeout=2_000)
+        except qtbot.TimeoutError:
+            continue
+        return
+    raise AssertionError(f"{selector!r} never took focus")
+
+
+def type_into(qtbot: QtBot, view: Any, selector: str, text: str) -> None:
+    """Click into a text field, type `text` with real key presses, and wait until the field shows it."""
+    focus_by_click(qtbot, view, selector)
+    type_text(view, text)
+    value = f"JSON.stringify(document.querySelector({json.dumps(selector)}).value)"
+    qtbot.waitUntil(lambda: run_js(qtbot, view, value) == text, timeout=TIMEOUT_MS)
+
+
 def text_of(qtbot: QtBot, view: Any, selector: str) -> list[str]:
     """The text of every element matching `selector`, in document order."""
     code = f"JSON.stringify(Array.from(document.querySelectorAll({json.dumps(selector)}), el => el.textContent))"

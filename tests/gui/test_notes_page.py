@@ -11,7 +11,7 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from desktop.ui import webview
-from tests.gui.page_driver import TIMEOUT_MS, click, dispose, run_js, text_of, type_text
+from tests.gui.page_driver import TIMEOUT_MS, click, dispose, run_js, text_of, type_into
 from tests.support.runtime_proc import BundledRuntime
 
 
@@ -55,8 +55,7 @@ def stored_notes(runtime: BundledRuntime) -> list[dict[str, Any]]:
 def test_note_typed_in_the_page_is_saved_shown_and_deleted(qtbot: QtBot, view: Any,
                                                           runtime: BundledRuntime) -> None:
     assert "Notes" in view.title()
-    click(qtbot, view, "#text")
-    type_text(view, "Buy milk\nand bread")
+    type_into(qtbot, view, "#text", "Buy milk\nand bread")
     with qtbot.waitSignal(view.loadFinished, timeout=TIMEOUT_MS) as loaded:
         click(qtbot, view, "form.compose button[type=submit]")
     assert loaded.args == [True]
@@ -82,8 +81,7 @@ def test_note_typed_in_the_page_is_saved_shown_and_deleted(qtbot: QtBot, view: A
 
 def test_an_empty_note_is_refused_in_the_page_and_nothing_is_stored(qtbot: QtBot, view: Any,
                                                                    runtime: BundledRuntime) -> None:
-    click(qtbot, view, "#text")
-    type_text(view, "   ")
+    type_into(qtbot, view, "#text", "   ")
     with qtbot.waitSignal(view.loadFinished, timeout=TIMEOUT_MS):
         click(qtbot, view, "form.compose button[type=submit]")
     assert text_of(qtbot, view, "[role=alert]") == ["a note needs some text"]

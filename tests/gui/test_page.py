@@ -16,7 +16,7 @@ from desktop.core.results import Running, UpdateOutcome, UpdateState
 from desktop.core.shell import Shell
 from desktop.ui.window import MainWindow
 from tests.gui.conftest import WAIT_MS, MakeShell, activate, message_box, started, wait_running
-from tests.gui.page_driver import click, input_widget, run_js, type_text
+from tests.gui.page_driver import click, input_widget, run_js, type_into
 from tests.support.feed import Feed
 
 NOTE = "Remember the milk"
@@ -64,8 +64,7 @@ def test_ctrl_r_and_f5_reload_the_page_and_leave_the_runtime_running(qtbot: QtBo
     pid = controller.running.pid
     events: list[object] = []
     controller.runtime_event.connect(events.append)
-    click(qtbot, view, "#text")
-    type_text(view, "a draft")
+    type_into(qtbot, view, "#text", "a draft")
     for key, modifier in ((Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier),
                           (Qt.Key.Key_F5, Qt.KeyboardModifier.NoModifier)):
         with qtbot.waitSignal(view.loadFinished, timeout=WAIT_MS):
@@ -104,8 +103,7 @@ def test_notes_typed_in_the_page_survive_a_rollback_and_an_update(qtbot: QtBot, 
     window, controller = started(qtbot, shell, "1.1.0")
     view = page_ready(qtbot, window)
     activate(qtbot, window)
-    click(qtbot, view, "#text")
-    type_text(view, NOTE)
+    type_into(qtbot, view, "#text", NOTE)
     with qtbot.waitSignal(view.loadFinished, timeout=WAIT_MS):
         click(qtbot, view, "form.compose button[type=submit]")
     assert "Forbidden" not in view.title()
