@@ -36,7 +36,7 @@ from desktop.core.results import (
     UpdateReport,
 )
 from desktop.core.shell import Shell
-from desktop.core.text import RedactingFilter, one_line
+from desktop.core.text import RedactingFilter, mb, one_line
 
 log = logging.getLogger("desktop")
 
@@ -578,12 +578,7 @@ def cmd_publish(args: argparse.Namespace) -> Rendered:
             raise CommandFailed(f"cannot read {args.notes_file}: {exc.strerror}") from None
     done_ = publisher.publish(Path(args.runtime_dir), keys, channel=args.channel or "stable",
                               rollout=args.rollout, notes=notes, fmt=args.format)
-    _warn(done_.warnings)
-    verb = "already published" if done_.unchanged else "published"
-    return Rendered({"name": done_.name, "version": done_.version, "channel": done_.channel,
-                     "rollout": done_.rollout, "sha256": done_.sha256, "length": done_.length,
-                     "unchanged": done_.unchanged, "warnings": list(done_.warnings)},
-                    f"{verb} {done_.version} ({done_.channel}, {done_.rollout:g}%) as {done_.name}")
+    return _published(done_, "")
 
 
 def _expiry_json(entry: Any) -> dict[str, Any]:
@@ -650,12 +645,19 @@ def cmd_publish_shell(args: argparse.Namespace) -> Rendered:
     done = Publisher(Path(args.feed)).publish_shell(Path(args.build), [Path(k) for k in args.key],
                                                     channel=args.channel or "stable", rollout=args.rollout,
                                                     notes=args.notes, platform=args.platform, fmt=args.format)
+    return _published(done, "app ")
+
+
+def _published(done: Any, what: str) -> Rendered:
+    """A publish's result: its target, and the deltas published with it (base version: bytes)."""
     _warn(done.warnings)
     verb = "already published" if done.unchanged else "published"
+    text = f"{verb} {what}{done.version} ({done.channel}, {done.rollout:g}%) as {done.name}"
+    if done.deltas:
+        text += "; deltas from " + ", ".join(f"{base} ({mb(size)})" for base, size in done.deltas)
     return Rendered({"name": done.name, "version": done.version, "channel": done.channel, "rollout": done.rollout,
                      "sha256": done.sha256, "length": done.length, "unchanged": done.unchanged,
-                     "warnings": list(done.warnings)},
-                    f"{verb} app {done.version} ({done.channel}, {done.rollout:g}%) as {done.name}")
+                     "deltas": {base: size for base, size in done.deltas}, "warnings": list(done.warnings)}, text)
 
 
 class ProgressPrinter:

@@ -50,7 +50,7 @@ from desktop.core.errors import (
 )
 from desktop.core.limits import NetConfig
 from desktop.core.state import atomic_write_json, fsync_dir, read_json_object
-from desktop.core.text import redact_url
+from desktop.core.text import mb, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +117,6 @@ def free_bytes(directory: Path) -> int:
         return shutil.disk_usage(directory).free
     except OSError:
         return 0
-
-
-def mb(n: int) -> str:
-    return f"{n / 1048576:.1f} MB"
 
 
 def ensure_free_space(directory: Path, needed: int, reserve: int) -> None:

@@ -90,7 +90,8 @@ class Publisher:
         shell = shell_publish.open_build(build, platform=platform, fmt=fmt)
         custom = shell_publish.custom_facts(shell, channel=channel, rollout=rollout, notes=notes)
         return FeedPublisher(self.feed_dir).publish_artefact(shell.write, shell.name, custom, signers,
-                                                             same_release=shell_publish.same_release(shell))
+                                                             same_release=shell_publish.same_release(shell),
+                                                             line=shell_publish.same_line(shell, channel))
 
     def refresh(self, keys: list[Path]) -> Refreshed:
         from desktop.core.publisher import FeedPublisher

@@ -43,7 +43,7 @@ from desktop.core.archive import (
 from desktop.core.config import AppConfig
 from desktop.core.delta import FileManifest, apply_delta, scan_manifest
 from desktop.core.digests import Integrity
-from desktop.core.download import ensure_free_space, free_bytes, mb
+from desktop.core.download import ensure_free_space, free_bytes
 from desktop.core.errors import (
     BusyError,
     CancelledError,
@@ -66,7 +66,7 @@ from desktop.core.registry import Cancel, DeltaSource, Registry, Release
 from desktop.core.results import Phase, Progress, UpdateOutcome
 from desktop.core.stagelock import Busy, stage_lock
 from desktop.core.state import atomic_write_bytes, fsync_dir
-from desktop.core.text import one_line
+from desktop.core.text import mb, one_line
 from desktop.core.tree import remove_tree, remove_tree_quietly, walk
 
 log = logging.getLogger(__name__)

@@ -70,3 +70,8 @@ class RedactingFilter:
             if cleaned != message:
                 record.msg, record.args = cleaned, None
         return True
+
+
+def mb(n: int) -> str:
+    """A byte count as people read it: "12.3 MB"."""
+    return f"{n / 1048576:.1f} MB"

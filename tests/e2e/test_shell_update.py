@@ -1,5 +1,6 @@
 """The installed app updates itself: install shell 1.0.0 per user from the built archive, let it stage
-shell 1.1.0 and then the runtime that needs it, then survive a shell 1.2.0 that crashes at startup.
+shell 1.1.0 and then the runtime that needs it, then survive a shell 1.2.0 (which arrives as a delta
+from 1.1.0) that crashes at startup.
 
 Everything runs through the installed launcher as the menu entry's Exec line starts it (headless
 commands, and one offscreen GUI start), in a temporary HOME. Shells 1.1.0 and 1.2.0 are derived
@@ -191,9 +192,14 @@ def test_the_installed_app_updates_itself_then_the_runtime_and_survives_a_crashi
 
     # 5. Shell 1.2.0 crashes at startup: the launcher falls back to 1.1.0 and 1.2.0 is marked bad.
     build_120 = derive_build(built_app.parent, installed.work / "builds" / "desktop-shell-1.2.0", "1.2.0", crash=True)
-    publish_shell(installed, build_120)
+    published, publish_s = publish_shell(installed, build_120)
     update = installed.json("update", timeout=900)
     assert (update["shell"]["outcome"], update["shell"]["version"]) == ("staged", "1.2.0")  # type: ignore[index]
+    # Shell 1.1.0 was staged here and recorded file by file: 1.2.0 comes as a delta from it.
+    assert update["shell"]["delta"] is True  # type: ignore[index]
+    assert update["shell"]["bytes_downloaded"] < published["length"] / 20  # type: ignore[index,operator]
+    print(f"\ne2e: publish-shell of 1.2.0 (with its delta from 1.1.0) took {publish_s:.1f} s; the shell update "
+          f"downloaded {update['shell']['bytes_downloaded']:,} bytes of a {published['length']:,} byte release")
     # Started by the launcher, the window would offer "Restart to update" (exit 85).
     assert update["shell"]["restart_exit_code"] == 85  # type: ignore[index]
     result = installed.run("status", "--json", timeout=300)

@@ -106,6 +106,16 @@ def test_the_cli_reports_a_delta_and_the_rebuilt_runtime_starts(feed: Feed, data
     assert launched.returncode == 0, launched.stderr
     assert json.loads(launched.stdout)["version"] == "2.1.0"
 
+    # The publisher says which deltas it built with the release, and how big they are.
+    src = feed.runtime("2.2.0", extra_files=_files("2.2.0"))
+    published = subprocess.run([sys.executable, "-m", "desktop", "publish", str(src), "--feed", str(feed.root),
+                                "--key", str(feed.key.private_path), "--json"], capture_output=True, text=True,
+                               timeout=120, check=False)
+    assert published.returncode == 0, published.stderr
+    release = json.loads(published.stdout)
+    assert sorted(release["deltas"]) == ["2.0.0", "2.1.0"]
+    assert all(size < release["length"] / 10 for size in release["deltas"].values())
+
 
 def test_a_base_changed_on_disk_means_the_full_archive_and_nothing_pinned(
         feed: Feed, data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:

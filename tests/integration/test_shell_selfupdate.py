@@ -8,6 +8,8 @@ tests/e2e/test_shell_update.py.
 from __future__ import annotations
 
 import json
+import random
+import shutil
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 from packaging.version import Version
 
 from desktop.core.badlist import BadVersions
+from desktop.core.delta import scan_manifest
 from desktop.core.errors import ConflictError, NetworkError
 from desktop.core.install import selfupdate
 from desktop.core.install.artefact import ShellArtefact
@@ -265,3 +268,71 @@ def test_kill_9_while_staging_a_shell_leaves_a_pointer_to_a_complete_shell_or_no
     assert read_pointer(install.pointer_file).version == V("1.1.0")  # type: ignore[union-attr]
     assert ShellArtefact(install).problem(V("1.1.0")) is None
     assert sorted(p.name for p in install.shells_dir.iterdir()) == ["1.0.0", "1.1.0"]  # no partial left
+
+
+SHELL_PAYLOAD = random.Random(15).randbytes(2 * 1024 * 1024)  # incompressible: the full archive is big
+
+
+def _shell_release(directory: Path, version: str) -> Path:
+    """A build of `version` that shares the big payload and changes one small file."""
+    fake_build(directory, version, f"{installs.HEALTHY}\nexit 0",
+               extra={"_internal/lib/payload.bin": SHELL_PAYLOAD,
+                      "_internal/lib/changes.txt": f"shell {version}\n".encode() * 40})
+    return directory
+
+
+def _same_files(left: Path, right: Path) -> None:
+    assert scan_manifest(left).to_bytes() == scan_manifest(right).to_bytes()
+
+
+def _delta_requests(feed: Feed) -> list[str]:
+    return [request.path for request in feed.server.requests if request.path.endswith(".delta")]
+
+
+def test_a_newer_shell_is_rebuilt_from_a_delta_against_the_installed_one(feed: Feed, install: InstallRoot,
+                                                                         tmp_path: Path) -> None:
+    installed = install.shell_dir(V("1.0.0"))
+    shutil.rmtree(installed)
+    _shell_release(installed, "1.0.0")  # the installed shell is the published 1.0.0
+    publisher = Publisher(feed.root)
+    publisher.publish_shell(installed, [feed.key.private_path])
+    newer = publisher.publish_shell(_shell_release(tmp_path / "builds" / "1.1.0", "1.1.0"),
+                                    [feed.key.private_path])
+    [(base, delta_length)] = newer.deltas
+    assert base == "1.0.0" and delta_length < newer.length / 10
+    feed.server.clear_requests()
+
+    report = shell_for(feed, tmp_path).update_shell()
+
+    assert (report.outcome, report.version, report.delta) == (UpdateOutcome.STAGED, V("1.1.0"), True)
+    assert len(_delta_requests(feed)) == 1
+    assert delta_length <= report.bytes_downloaded < newer.length / 10
+    _same_files(install.shell_dir(V("1.1.0")), tmp_path / "builds" / "1.1.0")
+    pointer = read_pointer(install.pointer_file)
+    assert pointer is not None and pointer.version == V("1.1.0")
+
+    # The shell staged from a delta is itself the base of the next one.
+    publisher.publish_shell(_shell_release(tmp_path / "builds" / "1.2.0", "1.2.0"), [feed.key.private_path])
+    feed.server.clear_requests()
+    again = shell_for(feed, tmp_path).update_shell()
+    assert (again.outcome, again.version, again.delta) == (UpdateOutcome.STAGED, V("1.2.0"), True)
+    assert [path.rsplit(".from-", 1)[1] for path in _delta_requests(feed)] == ["1.1.0.delta"]
+    _same_files(install.shell_dir(V("1.2.0")), tmp_path / "builds" / "1.2.0")
+
+
+def test_an_installed_shell_that_differs_from_its_release_gets_the_full_archive(feed: Feed, install: InstallRoot,
+                                                                                tmp_path: Path) -> None:
+    installed = install.shell_dir(V("1.0.0"))
+    publisher = Publisher(feed.root)
+    publisher.publish_shell(_shell_release(tmp_path / "builds" / "1.0.0", "1.0.0"), [feed.key.private_path])
+    newer = publisher.publish_shell(_shell_release(tmp_path / "builds" / "1.1.0", "1.1.0"),
+                                    [feed.key.private_path])
+    assert installed.is_dir()  # installed, but not the bytes 1.0.0 was published with: no base
+    feed.server.clear_requests()
+
+    report = shell_for(feed, tmp_path).update_shell()
+
+    assert (report.outcome, report.version, report.delta) == (UpdateOutcome.STAGED, V("1.1.0"), False)
+    assert _delta_requests(feed) == [] and report.bytes_downloaded >= newer.length
+    _same_files(install.shell_dir(V("1.1.0")), tmp_path / "builds" / "1.1.0")
+    assert not report.pinned and BadVersions(install.bad_file).load().entries == {}

@@ -10,8 +10,8 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from desktop import buildinfo
-from desktop.core.delta import FileManifest
-from desktop.core.errors import ManifestError, StateError
+from desktop.core.delta import FileManifest, scan_manifest
+from desktop.core.errors import DesktopError, ManifestError, StateError
 from desktop.core.install.root import InstallRoot
 from desktop.core.limits import ExtractLimits, NetConfig
 from desktop.core.records import build_record, check_against, read_record, write_record
@@ -91,10 +91,18 @@ class ShellArtefact:
         return version in running_shells(self.install)
 
     def delta_base(self, version: Version) -> tuple[Path, FileManifest] | None:
-        """An installed, healthy shell with a recorded file manifest (shell deltas use the same machinery)."""
+        """A healthy shell in shells/ and its file manifest: recorded when it was staged, or (the
+        shell install.sh put there) scanned now; the caller compares it with the delta's base."""
         from desktop.core.records import read_files_manifest
 
-        if not self.install.shell_dir(version).is_dir() or self.problem(version) is not None:
+        directory = self.install.shell_dir(version)
+        if not directory.is_dir() or self.problem(version) is not None:
             return None
         manifest = read_files_manifest(self.store.files_manifest(version))
-        return (self.install.shell_dir(version), manifest) if manifest is not None else None
+        if manifest is None:
+            try:
+                manifest = scan_manifest(directory)
+            except (DesktopError, OSError) as exc:
+                log.info("shell %s is no delta base: %s", version, exc)
+                return None
+        return directory, manifest

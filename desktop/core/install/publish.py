@@ -158,3 +158,11 @@ def same_release(shell: ShellBuild) -> Callable[[Mapping[str, Any]], bool]:
         return (custom.get("kind") == "shell" and str(custom.get("version")) == str(shell.version)
                 and custom.get("platform") == shell.info.platform)
     return same
+
+
+def same_line(shell: ShellBuild, channel: str) -> Callable[[Mapping[str, Any]], bool]:
+    """Shell releases a client of this build's platform and `channel` may have (delta bases)."""
+    def same(custom: Mapping[str, Any]) -> bool:
+        return (custom.get("kind") == "shell" and custom.get("platform") == shell.info.platform
+                and custom.get("channel", "stable") == channel)
+    return same

@@ -10,7 +10,7 @@ published.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,14 +42,21 @@ def delta_name(release_name: str, base: Version) -> str:
     return f"{release_name}.from-{base}.delta"
 
 
-def previous_releases(targets: Mapping[str, Any], *, version: Version, channel: str,
+def runtime_line(channel: str) -> Callable[[Mapping[str, Any]], bool]:
+    """Runtime releases of `channel` (what a runtime delta may start from)."""
+    def same(custom: Mapping[str, Any]) -> bool:
+        return bool(custom.get("kind", "runtime") == "runtime" and custom.get("channel", "stable") == channel)
+    return same
+
+
+def previous_releases(targets: Mapping[str, Any], *, version: Version,
+                      line: Callable[[Mapping[str, Any]], bool],
                       count: int = DELTA_BASES) -> list[tuple[Version, str, Any]]:
-    """The newest `count` runtime releases of `channel` older than `version`: (version, name, target)."""
+    """The newest `count` releases of `line` older than `version`: (version, name, target)."""
     found: list[tuple[Version, str, Any]] = []
     for name, target in targets.items():
         custom = target.custom or {}
-        if custom.get("kind", "runtime") != "runtime" or custom.get("channel", "stable") != channel \
-                or "version" not in custom:
+        if not line(custom) or "version" not in custom:
             continue
         other = parse_version(custom.get("version"))
         if other is not None and other < version:

@@ -18,15 +18,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from packaging.version import Version
 from securesystemslib.signer import Signer
 from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
 
 from desktop.core import pack
-from desktop.core.delta import scan_manifest
+from desktop.core.archive import safe_extract
+from desktop.core.delta import FileManifest, scan_manifest
 from desktop.core.errors import ConflictError, UsageError
 from desktop.core.manifest import validate_package
 from desktop.core.publisher import expiry
-from desktop.core.publisher.deltas import DELTA_BASES, build_deltas, previous_releases
+from desktop.core.publisher.deltas import DELTA_BASES, build_deltas, previous_releases, runtime_line
 from desktop.core.publisher.draft import (
     INDEX,
     Draft,
@@ -60,6 +62,11 @@ from desktop.core.publisher.live import LiveFeed, feed_exists, load_live, verifi
 from desktop.core.publisher.results import ExportedRoot, FeedCreated, Published, Refreshed, RootRotated
 from desktop.core.publisher.signing import TOP_ROLES, refuse_strangers, require, trusted_for, unique
 from desktop.core.publisher.verify import Client, ClientCache, check_as
+from desktop.core.tree import remove_tree_quietly
+from desktop.core.versions import parse_version
+
+# Same bytes, same tree, same deltas: a republish with new facts (a wider rollout) keeps these.
+KEPT_ON_REPUBLISH = ("files_sha256", "unpacked_size", "deltas")
 
 FORMATS: tuple[str, ...] = tuple(pack.FORMATS)
 
@@ -158,6 +165,7 @@ class FeedPublisher:
             archive = staging.work / name
             pack.pack_directory(runtime_dir, archive, fmt)
             sha256, length = sha256_file(archive)
+            built: tuple[tuple[str, int], ...] = ()
             draft = Draft.from_base(base)
             published = draft.targets.signed.targets
             for path, other in published.items():
@@ -179,28 +187,17 @@ class FeedPublisher:
             if previous is not None and previous.hashes.get("sha256") == sha256:
                 old = dict(previous.custom or {})
                 custom["published"] = old.get("published", custom["published"])
-                for kept in ("files_sha256", "unpacked_size", "deltas"):  # same bytes: same tree, same deltas
+                for kept in KEPT_ON_REPUBLISH:
                     if kept in old:
                         custom[kept] = old[kept]
                 if live is not None and old == custom:
                     return Published(name, str(manifest.version), channel, rollout, sha256, length, True,
                                      tuple(self._warnings(live, window)))
             else:
-                files = scan_manifest(runtime_dir)
-                custom["files_sha256"] = files.digest
-                custom["unpacked_size"] = files.total_size
-                bases = previous_releases(published, version=manifest.version, channel=channel,
-                                          count=self.delta_bases)
-                deltas: dict[str, str] = {}
-                for built in build_deltas(staging.work, self.layout.targets, runtime_dir, files,
-                                          release_name=name, version=manifest.version, bases=bases,
-                                          full_length=length):
-                    delta_sha, delta_length = sha256_file(built.path)
-                    staging.add_target_file(built.path, f"{delta_sha}.{built.name}")
-                    draft.add_target(built.name, delta_length, delta_sha, built.custom)
-                    deltas[str(built.base)] = built.name
-                if deltas:
-                    custom["deltas"] = deltas
+                facts, built = self._manifest_and_deltas(staging, draft, runtime_dir, scan_manifest(runtime_dir),
+                                                         name=name, version=manifest.version,
+                                                         line=runtime_line(channel), full_length=length)
+                custom.update(facts)
             stored = f"{sha256}.{name}"
             if not (self.layout.targets / stored).exists():
                 staging.add_target_file(archive, stored)
@@ -211,16 +208,41 @@ class FeedPublisher:
             self.checkpoint("staged")
             warnings = self._verify_and_commit(staging, live, draft)
             warnings += self._warnings(self._require_live(), window)
-            return Published(name, str(manifest.version), channel, rollout, sha256, length, False, tuple(warnings))
+            return Published(name, str(manifest.version), channel, rollout, sha256, length, False, tuple(warnings),
+                             built)
+
+    def _manifest_and_deltas(self, staging: Staging, draft: Draft, tree: Path, files: FileManifest, *, name: str,
+                             version: Version, line: Callable[[Mapping[str, Any]], bool],
+                             full_length: int) -> tuple[dict[str, Any], tuple[tuple[str, int], ...]]:
+        """The release's file-manifest facts; deltas from the newest older releases of `line` are
+        added to the draft as their own targets and listed under "deltas" (also returned: base, bytes)."""
+        facts: dict[str, Any] = {"files_sha256": files.digest, "unpacked_size": files.total_size}
+        bases = previous_releases(draft.targets.signed.targets, version=version, line=line, count=self.delta_bases)
+        deltas: dict[str, str] = {}
+        sizes: list[tuple[str, int]] = []
+        for built in build_deltas(staging.work, self.layout.targets, tree, files, release_name=name,
+                                  version=version, bases=bases, full_length=full_length):
+            delta_sha, delta_length = sha256_file(built.path)
+            staging.add_target_file(built.path, f"{delta_sha}.{built.name}")
+            draft.add_target(built.name, delta_length, delta_sha, built.custom)
+            deltas[str(built.base)] = built.name
+            sizes.append((str(built.base), delta_length))
+        if deltas:
+            facts["deltas"] = deltas
+        return facts, tuple(sizes)
 
     def publish_artefact(self, write: Callable[[Path], None], name: str, custom: Mapping[str, Any],
                          signers: Signers, *, same_release: Callable[[Mapping[str, Any]], bool],
+                         line: Callable[[Mapping[str, Any]], bool] | None = None,
                          published_at: str | None = None, window: timedelta = RENEW_WINDOW) -> Published:
         """Add a release archive that `write(path)` produces (a shell build) as target `name` with `custom`.
 
         `same_release(custom)` says whether a published target is the same release (for a shell:
         kind, version and platform). The same release with other bytes is refused
         (`ConflictError`); the same bytes with new facts (a wider rollout) are re-signed.
+        With `line(custom)` (the releases a client may already have: for a shell, its platform
+        and channel) the target also gets its signed file manifest and deltas from the newest
+        older releases of that line.
         """
         given = _signer_list(signers)
         if not given:
@@ -236,6 +258,7 @@ class FeedPublisher:
             archive = staging.work / name
             write(archive)
             sha256, length = sha256_file(archive)
+            built: tuple[tuple[str, int], ...] = ()
             draft = Draft.from_base(base)
             published = draft.targets.signed.targets
             for path, other in published.items():
@@ -247,10 +270,24 @@ class FeedPublisher:
             if previous is not None and previous.hashes.get("sha256") == sha256:
                 old = dict(previous.custom or {})
                 facts["published"] = old.get("published", facts["published"])
+                for kept in KEPT_ON_REPUBLISH:
+                    if kept in old:
+                        facts[kept] = old[kept]
                 if live is not None and old == facts:
                     return Published(name, str(facts.get("version")), str(facts.get("channel")),
                                      float(facts.get("rollout", 100)), sha256, length, True,
                                      tuple(self._warnings(live, window)))
+            elif line is not None:
+                # The archive as a client extracts it: its file manifest, and deltas from older releases.
+                tree = staging.work / "release-tree"
+                files = scan_manifest(tree, known=safe_extract(archive, tree, hash_files=True))
+                version = parse_version(facts.get("version"))
+                if version is None:
+                    raise UsageError(f"{name} has no valid version")
+                more, built = self._manifest_and_deltas(staging, draft, tree, files, name=name, version=version,
+                                                        line=line, full_length=length)
+                facts.update(more)
+                remove_tree_quietly(tree)
             stored = f"{sha256}.{name}"
             if not (self.layout.targets / stored).exists():
                 staging.add_target_file(archive, stored)
@@ -262,7 +299,7 @@ class FeedPublisher:
             warnings = self._verify_and_commit(staging, live, draft)
             warnings += self._warnings(self._require_live(), window)
             return Published(name, str(facts.get("version")), str(facts.get("channel")),
-                             float(facts.get("rollout", 100)), sha256, length, False, tuple(warnings))
+                             float(facts.get("rollout", 100)), sha256, length, False, tuple(warnings), built)
 
     def refresh(self, signers: Signers, *, window: timedelta = RENEW_WINDOW, renew: Sequence[str] = (),
                 timestamp_expiry: timedelta | None = None) -> Refreshed:

@@ -22,6 +22,7 @@ class Published:
     length: int
     unchanged: bool
     warnings: tuple[str, ...] = ()
+    deltas: tuple[tuple[str, int], ...] = ()  # (base version, bytes) of each delta published with it
 
 
 @dataclass(frozen=True)

@@ -160,17 +160,7 @@ class FeedRegistry:
         updater = self._updater = self._open()
         self._call("checking the feed", updater.refresh)
         fetched_meta = self.fetcher.requests - before_requests
-        index_info = self._call("reading the release index", updater.get_targetinfo, INDEX)
-        releases: list[Release] = []
-        if index_info is not None:
-            for name in self._index(index_info):
-                info = self._call("reading release metadata", updater.get_targetinfo, name)
-                if info is None:
-                    continue
-                self._infos[name] = info  # releases, and the deltas they list
-                release = self._release(info)
-                if release is not None:
-                    releases.append(release)
+        releases = [release for info in self._targets(updater) if (release := self._release(info)) is not None]
         releases.sort(key=lambda r: r.version, reverse=True)
         # timestamp (plus the probe for a newer root) is all an unchanged feed costs
         return Listing(tuple(releases), not_modified=fetched_meta <= 2,
@@ -181,17 +171,21 @@ class FeedRegistry:
         before_bytes = self.fetcher.bytes_received
         updater = self._updater = self._open()
         self._call("checking the feed", updater.refresh)
-        index_info = self._call("reading the release index", updater.get_targetinfo, INDEX)
-        releases: list[Release] = []
-        if index_info is not None:
-            for name in self._index(index_info):
-                info = self._call("reading release metadata", updater.get_targetinfo, name)
-                release = _shell_release(info, platform) if info is not None else None
-                if release is not None:
-                    self._infos[name] = info
-                    releases.append(release)
+        releases = [release for info in self._targets(updater)
+                    if (release := _shell_release(info, platform)) is not None]
         releases.sort(key=lambda r: r.version, reverse=True)
         return Listing(tuple(releases), bytes_received=self.fetcher.bytes_received - before_bytes)
+
+    def _targets(self, updater: Updater) -> Iterator[TargetFile]:
+        """Every target the signed index lists, remembered by name (releases, and the deltas they list)."""
+        index_info = self._call("reading the release index", updater.get_targetinfo, INDEX)
+        if index_info is None:
+            return
+        for name in self._index(index_info):
+            info = self._call("reading release metadata", updater.get_targetinfo, name)
+            if info is not None:
+                self._infos[name] = info
+                yield info
 
     def _target_url(self, info: TargetFile) -> str:
         name = info.path
@@ -313,7 +307,7 @@ def _shell_release(info: TargetFile, platform: str) -> Release | None:
         channel=str(custom.get("channel", "stable")), notes=str(custom.get("notes", "")),
         rollout=rollout if 0 <= rollout <= 100 else 100.0, published=str(custom.get("published", "")),
         unpacked_size=unpacked if isinstance(unpacked, int) and not isinstance(unpacked, bool) else None,
-        extra={"kind": "shell", "platform": platform})
+        extra={"kind": "shell", "platform": platform, **_delta_facts(custom)})
 
 
 def _delta_facts(custom: dict[str, Any]) -> dict[str, object]:
