@@ -661,36 +661,39 @@ def _published(done: Any, what: str) -> Rendered:
 
 
 class ProgressPrinter:
-    """Progress of a stage on stderr: a bar on a terminal, a line per step otherwise."""
+    """Progress of a stage on stderr: one line rewritten in place on a terminal, a line per phase
+    and per tenth of it otherwise. Download and extraction run at the same time: their progress
+    shares the line (and each says "download..." or "extract..." once)."""
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
-        self.last_phase: Phase | None = None
-        self.last_decile = -1
+        self.shown: dict[Phase, tuple[int | None, int]] = {}  # the terminal line: each phase's percent, bytes
+        self.deciles: dict[Phase, int] = {}  # otherwise: the last tenth printed of each phase
         self.dirty = False
 
     def __call__(self, progress: Progress) -> None:
         phase, done, total = progress.phase, progress.done, progress.total
-        if phase is not self.last_phase:
-            self.finish()
-            self.last_phase, self.last_decile = phase, -1
-            if not self.tty:
+        pct = min(100, done * 100 // max(total, 1)) if total else None
+        if not self.tty:
+            if phase not in self.deciles:
+                self.deciles[phase] = -1
                 print(f"{phase.value}...", file=sys.stderr, flush=True)
-        if total:
-            pct = min(100, done * 100 // max(total, 1))
-            if self.tty:
-                bar = "#" * (pct // 4)
-                print(f"\r{phase.value:<9} [{bar:<25}] {pct:3d}% {done / 1048576:.1f} MB",
-                      end="", file=sys.stderr, flush=True)
-                self.dirty = True
-            elif pct // 10 > self.last_decile:
-                self.last_decile = pct // 10
+            if pct is not None and pct // 10 > self.deciles[phase]:
+                self.deciles[phase] = pct // 10
                 print(f"{phase.value} {pct}% ({done} of {total} bytes)", file=sys.stderr, flush=True)
-        elif self.tty:
-            print(f"\r{phase.value:<9} {done / 1048576:.1f} MB", end="", file=sys.stderr, flush=True)
-            self.dirty = True
+            return
+        if phase not in self.shown and phase not in (Phase.DOWNLOAD, Phase.EXTRACT):
+            self.finish()  # a later step starts its own line
+        self.shown[phase] = (pct, done)
+        width = 24 if len(self.shown) == 1 else 12  # two phases still fit in 80 columns
+        texts = [f"{shown.value} [{'#' * (p * width // 100):<{width}}] {p:3d}% {d / 1048576:.1f} MB" if p is not None
+                 else f"{shown.value} {d / 1048576:.1f} MB" if d else f"{shown.value}..."
+                 for shown, (p, d) in self.shown.items()]
+        print("\r" + " · ".join(texts) + "\x1b[K", end="", file=sys.stderr, flush=True)
+        self.dirty = True
 
     def finish(self) -> None:
         if self.dirty:
             print(file=sys.stderr, flush=True)
-            self.dirty = False
+        self.dirty = False
+        self.shown.clear()

@@ -122,7 +122,7 @@ def build_record(version: Version, directory: Path, entry: str, native: tuple[st
 
 
 def write_record(path: Path, record: VersionRecord) -> None:
-    atomic_write_json(path, record.to_json())
+    atomic_write_json(path, record.to_json(), compact=True)
 
 
 def read_record(path: Path) -> VersionRecord | None:

@@ -245,7 +245,10 @@ def _stage_locked(artefact: Artefact, registry: Registry, release: Release,
             if files.digest != signed_files:
                 raise ManifestError(f"the archive of {version} does not match its signed file manifest")
         entry, hashed = artefact.finish(partial, version)
-        write_record(store.record_file(version), build_record(version, partial, entry, hashed, known=written))
+        record = build_record(version, partial, entry, hashed, known=written)
+        written = None  # one digest per file: not held while the record is written
+        write_record(store.record_file(version), record)
+        del record
         if files is not None:
             atomic_write_bytes(store.files_manifest(version), files.to_bytes())
         faults.reached("partial-complete")

@@ -19,7 +19,7 @@ import math
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,9 +59,9 @@ def ensure_dir(path: Path) -> None:
         raise StateError(f"cannot create {path}: {exc.strerror or exc}") from exc
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, fault: str | None = None, fault_after: str | None = None,
-                       mode: int = 0o600) -> None:
-    """Replace `path` with `data` so that no reader ever sees a partial file.
+def atomic_write_bytes(path: Path, data: bytes | Iterable[bytes], *, fault: str | None = None,
+                       fault_after: str | None = None, mode: int = 0o600) -> None:
+    """Replace `path` with `data` (bytes, or chunks of them) so that no reader ever sees a partial file.
 
     `fault` / `fault_after` name fault points (desktop.core.faults) just before the rename
     and just after it (before the directory is fsync'd).
@@ -74,7 +74,8 @@ def atomic_write_bytes(path: Path, data: bytes, *, fault: str | None = None, fau
         try:
             try:
                 with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
+                    for chunk in ((data,) if isinstance(data, bytes) else data):
+                        handle.write(chunk)
                     handle.flush()
                     os.fsync(handle.fileno())
                 if mode != 0o600:
@@ -116,10 +117,28 @@ def locked(path: Path, timeout: float = 30.0) -> Iterator[None]:
         lock.release()
 
 
-def atomic_write_json(path: Path, obj: object, **kwargs: Any) -> None:
-    """Write `obj` as JSON (UTF-8, not ASCII-escaped) atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
-    atomic_write_bytes(path, text.encode("utf-8"), **kwargs)
+def atomic_write_json(path: Path, obj: object, *, compact: bool = False, **kwargs: Any) -> None:
+    """Write `obj` as JSON (UTF-8, not ASCII-escaped) atomically; `compact` for large documents
+    (one line, encoded as it is written: never the whole text in memory)."""
+    if not compact:
+        text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+        atomic_write_bytes(path, text.encode("utf-8"), **kwargs)
+        return
+    encoder = json.JSONEncoder(sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+    def chunks() -> Iterator[bytes]:
+        pending: list[str] = []
+        size = 0
+        for piece in encoder.iterencode(obj):
+            pending.append(piece)
+            size += len(piece)
+            if size >= 1 << 16:
+                yield "".join(pending).encode("utf-8")
+                pending, size = [], 0
+        pending.append("\n")
+        yield "".join(pending).encode("utf-8")
+
+    atomic_write_bytes(path, chunks(), **kwargs)
 
 
 class ReadStatus(enum.Enum):

@@ -421,3 +421,53 @@ def test_a_native_dependency_this_shell_lacks_is_pinned_for_this_shell_only(
     assert report.outcome is StageOutcome.FAILED and report.pinned and "does not bundle" in str(report.error)
     pinned = FailureMemory(config.data.failures_file).pinned()[Version("1.1.0")]
     assert pinned.shell is not None, "a newer shell, which may bundle it, tries the release again"
+
+
+def _slow_release(server: LoopbackServer, publish: Publish) -> None:
+    """A release whose files are extracted while its archive is still arriving."""
+    files = {f"lib/part-{i}.bin": os.urandom(16 * 1024) for i in range(64)}
+    publish("1.1.0", extra_files=files)
+    server.fault(f"/{PACKAGE}/-/{PACKAGE}-1.1.0.tgz", "slow", chunk=32 * 1024, delay=0.02)
+
+
+def test_progress_in_a_log_names_each_phase_once(server: LoopbackServer, publish: Publish, data_dir: Path) -> None:
+    _slow_release(server, publish)
+    result = run_cli("update", "--data-dir", str(data_dir), "--registry", f"{server.url}/{PACKAGE}",
+                     "--registry-kind", "npm", env={"DESKTOP_NO_WEBVIEW": "1"}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert [line for line in lines if line.endswith("...")] == ["download...", "extract...", "verify..."]
+    assert len([line for line in lines if line.startswith("download ")]) <= 11  # a line per tenth
+    assert len(lines) <= 30, result.stderr
+
+
+def test_progress_on_a_terminal_is_one_line_rewritten_in_place(server: LoopbackServer, publish: Publish,
+                                                               data_dir: Path) -> None:
+    import pty
+    import subprocess
+    import sys
+
+    _slow_release(server, publish)
+    leader, follower = pty.openpty()
+    with subprocess.Popen([sys.executable, "-m", "desktop", "update", "--data-dir", str(data_dir), "--registry",
+                           f"{server.url}/{PACKAGE}", "--registry-kind", "npm"],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower) as proc:
+        os.close(follower)
+        received = bytearray()
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end is closed
+                break
+            if not chunk:
+                break
+            received += chunk
+        assert proc.wait(timeout=120) == 0
+    os.close(leader)
+    text = received.decode("utf-8", "replace")
+    assert text.count("\r") > 3, "progress is rewritten in place"
+    finished = [line for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
+    # The download and extraction line, the verify line, and the outcome.
+    assert len(finished) <= 3, finished
+    last_bar = finished[0].rsplit("\r", 1)[-1]
+    assert "download [" in last_bar and "100%" in last_bar and "extract " in last_bar, last_bar

@@ -98,7 +98,7 @@ from desktop.core.archive._tar import (
     precheck_file,
     precheck_zstd,
 )
-from desktop.core.archive._tree import DIR_MODE, Tree, Written
+from desktop.core.archive._tree import DIR_MODE, Digests, Tree, Written
 from desktop.core.archive._zip import extract_zip
 from desktop.core.archive.durable import make_durable
 from desktop.core.errors import DesktopError, DiskSpaceError, UnsafeArchiveError
@@ -138,7 +138,6 @@ _NAME_ERRORS: Final = frozenset({errno.ENAMETOOLONG, errno.EILSEQ})
 
 Progress = Callable[[int], None]
 Cancel = Callable[[], bool]
-Digests = dict[str, Written]  # every regular file extracted, by path relative to the destination
 
 
 def sniff_format(head: bytes) -> str:
@@ -269,7 +268,7 @@ def _extract(
         # Checked in place: stripping the wrapper changes what ".." in a relative link means.
         _final_check(str(dest))
         tree.report()
-        return {rel[len(wrapper):]: known for rel, known in tree.digests.items() if rel.startswith(wrapper)}
+        return Digests(tree.digests, wrapper)
     except BaseException as exc:
         tree.close_all()
         if published:

@@ -11,7 +11,8 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final, NamedTuple
 
 from desktop.core.archive._common import (
@@ -79,8 +80,9 @@ class Tree:
         self._known_chars = 0
         self._buffer: memoryview | None = None
         # With hash_files, every regular file written, by relative path, hashed as it was written
-        # (memory grows with the file count, as the staging record built from it does).
-        self.digests: dict[str, Written] = {}
+        # (memory grows with the file count, as the staging record built from it does: each
+        # entry is one packed Written, 89 bytes, not five Python objects).
+        self.digests: dict[str, bytes] = {}
 
     # -- bookkeeping
 
@@ -333,14 +335,45 @@ class Written(NamedTuple):
     """A regular file as extracted: what a later reader may trust while its inode and mtime are unchanged."""
 
     size: int
-    sha256: str
+    digest: bytes  # sha256, raw
     ino: int
     mtime_ns: int
+
+    @property
+    def sha256(self) -> str:
+        return self.digest.hex()
 
     def digest_if_unchanged(self, st: os.stat_result) -> str | None:
         """The sha256 recorded at extraction, if `st` (an lstat of the path now) is still that file."""
         same = (st.st_ino, st.st_mtime_ns, st.st_size) == (self.ino, self.mtime_ns, self.size)
         return self.sha256 if same else None
+
+    @classmethod
+    def unpack(cls, packed: bytes) -> Written:
+        size, ino, mtime_ns, digest = _WRITTEN.unpack(packed)
+        return cls(size, digest, ino, mtime_ns)
+
+
+_WRITTEN: Final = struct.Struct("<QQq32s")
+
+
+class Digests(Mapping[str, Written]):
+    """Every regular file an extraction wrote, by path relative to the destination: a view of the
+    extraction's own table without the wrapping directory it stripped (no second copy)."""
+
+    def __init__(self, written: dict[str, bytes], prefix: str = "") -> None:
+        self._written = written
+        self._prefix = prefix
+
+    def __getitem__(self, rel: str) -> Written:
+        return Written.unpack(self._written[self._prefix + rel])
+
+    def __iter__(self) -> Iterator[str]:
+        cut = len(self._prefix)
+        return (rel[cut:] for rel in self._written if rel.startswith(self._prefix))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class FileSink:
@@ -392,8 +425,8 @@ class FileSink:
             with fs():
                 if self.digest is not None:
                     st = os.fstat(self.fd)
-                    self.tree.digests[self.rel] = Written(self.size, self.digest.hexdigest(), st.st_ino,
-                                                          st.st_mtime_ns)
+                    self.tree.digests[self.rel] = _WRITTEN.pack(self.size, st.st_ino, st.st_mtime_ns,
+                                                                self.digest.digest())
                 if hasattr(os, "fchmod"):
                     os.fchmod(self.fd, self.mode)
                 else:  # pragma: no cover - Windows
